@@ -1,0 +1,165 @@
+"""`python -m rtune <command> [overrides]` (also the `rtune` console script).
+
+The subcommand is taken off the command line before Hydra sees it (Hydra's parser would read it as
+an override). A plain `train KEY=VALUE ...` is composed with Hydra's compose API so that every
+mistake ends in one line; Hydra's own flags after `train` (`--help`, `--cfg job`, `-m`, ...) are
+handed to `@hydra.main`, which implements them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+USAGE = """usage: python -m rtune train [KEY=VALUE ...] [hydra flags]
+
+commands:
+  train     fine-tune a causal LM on Ray Train (see `python -m rtune train --help`)
+
+examples:
+  python -m rtune train                                  # tiny GPT-2 on bundled Rust, 2 CPU workers
+  python -m rtune train model=gpt2 data=the_stack_smol num_workers=4 use_gpu=true
+  python -m rtune train run_name=my-run                  # same name again = resume
+  python -m rtune train --cfg job                        # print the composed config
+errors print one line; set RTUNE_FULL_ERROR=1 for the full traceback."""
+
+HYDRA_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--multirun", "-m", "--resolve",
+               "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+               "--shell-completion", "-sc", "--version", "--run", "-r"}
+
+
+def conf_dir() -> str:
+    """`conf/` of the checkout (or RTUNE_CONF_DIR)."""
+    return os.environ.get("RTUNE_CONF_DIR", str(Path(__file__).resolve().parent.parent / "conf"))
+
+
+class UserError(Exception):
+    """An error the user caused and can fix: printed as one line, exit code 2."""
+
+
+def _schema_keys() -> List[str]:
+    """Every dotted key of the schema (for "did you mean" hints)."""
+    from rtune.config import RTuneConfig, to_dict
+
+    def walk(node: dict, prefix: str):
+        for key, value in node.items():
+            if isinstance(value, dict) and key != "from_config":
+                yield from walk(value, f"{prefix}{key}.")
+            else:
+                yield prefix + key
+
+    return list(walk(to_dict(RTuneConfig()), ""))
+
+
+def explain_hydra_error(err: Exception) -> str:
+    """One line for a Hydra/OmegaConf composition error, with the fix."""
+    text = str(err)
+    missing = re.search(r"Could not find '([^/']+)/([^']+)'", text)
+    if missing:
+        group, name = missing.groups()
+        options = re.findall(r"^\t(\S+)$", text.split("Config search path")[0], flags=re.M)
+        return f"unknown {group} {name!r}: choose one of {', '.join(options) or '(none)'} ({group}=<name>)"
+    override = re.search(r"Could not override '([^']+)'", text)
+    if override:
+        key = override.group(1)
+        close = difflib.get_close_matches(key, _schema_keys(), n=2, cutoff=0.75)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        return f"unknown config key {key!r}: {hint}see `python -m rtune train --cfg job` for all keys"
+    merging = re.search(r"Error merging override (\S+)", text)
+    if merging:
+        cause = str(err.__cause__ or "").splitlines()
+        key = merging.group(1).split("=")[0]
+        return f"bad value in {merging.group(1)}: {cause[0] if cause else 'wrong type'} (check the type of {key})"
+    if "Error parsing override" in text:
+        return f"{text.splitlines()[0]}: overrides look like key=value (e.g. trainer.max_steps=100)"
+    return text.strip().splitlines()[0]
+
+
+def compose_config(overrides: List[str]):
+    """Compose conf/ + overrides into the typed RTuneConfig (UserError on any mistake)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from rtune.config import register_schema
+
+    register_schema()
+    try:
+        with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+            composed = compose(config_name="config", overrides=overrides)
+        return OmegaConf.to_object(composed)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise UserError(explain_hydra_error(err)) from err
+
+
+def run_train(cfg) -> dict:
+    from rtune.launch import format_summary, train
+
+    summary = train(cfg)
+    print(format_summary(summary), flush=True)
+    return summary
+
+
+def _hydra_entry(rest: List[str]) -> int:
+    """Let @hydra.main handle --help, --cfg, -m and friends."""
+    import hydra
+    from omegaconf import OmegaConf
+
+    from rtune.config import register_schema
+
+    register_schema()
+
+    @hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")
+    def _task(composed) -> None:
+        _guarded(lambda: run_train(OmegaConf.to_object(composed)), exit_on_error=not _is_multirun(rest))
+
+    sys.argv = [sys.argv[0]] + rest
+    _task()
+    return 0
+
+
+def _is_multirun(args: List[str]) -> bool:
+    return "-m" in args or "--multirun" in args
+
+
+def _guarded(fn, exit_on_error: bool = True) -> int:
+    """Run fn; a user-caused error becomes one line on stderr and exit code 2 (1 for failed training)."""
+    from rtune.config import ConfigError
+    from rtune.launch import TrainingFailed
+
+    if os.environ.get("RTUNE_FULL_ERROR") == "1":
+        fn()
+        return 0
+    try:
+        fn()
+        return 0
+    except (UserError, ConfigError) as err:
+        message, code = str(err), 2
+    except TrainingFailed as err:
+        message, code = str(err), 1
+    except KeyboardInterrupt:
+        message = "interrupted; the checkpoints written so far are kept (re-run with the same run_name to resume)"
+        code = 130
+    print(f"rtune: error: {message}", file=sys.stderr, flush=True)
+    if exit_on_error:
+        sys.exit(code)
+    return code
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command != "train":
+        print(f"rtune: error: unknown command {command!r}: use `python -m rtune train ...`", file=sys.stderr)
+        return 2
+    if any(arg.split("=")[0] in HYDRA_FLAGS for arg in rest):
+        return _hydra_entry(rest)
+    return _guarded(lambda: run_train(compose_config(rest)))

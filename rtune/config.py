@@ -1,0 +1,268 @@
+"""The typed configuration schema: one source of truth for Hydra, validation and the workers.
+
+The dataclasses below are registered in Hydra's ConfigStore as `rtune_schema`; `conf/config.yaml`
+lists it first in its defaults, so every group file (`conf/model/*.yaml`, ...) and every command-line
+override is merged into a typed node: an unknown key or a wrong type fails at composition. The
+driver then runs `validate()` for the rules a type cannot express, and workers receive the resolved
+config as a plain dict (`to_dict`) and rebuild the dataclasses with `from_dict`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+from omegaconf import OmegaConf
+
+
+class ConfigError(ValueError):
+    """A configuration the user can fix; its message names the fix."""
+
+
+@dataclass
+class ModelConfig:
+    """Which causal LM to fine-tune.
+
+    Args:
+        name_or_path: Hub id (`gpt2`) or local directory of any `AutoModelForCausalLM`; null builds
+            a fresh model from `from_config` instead.
+        from_config: Architecture of a model built from config with random weights (`model_type`
+            plus its config fields, e.g. `n_layer`); used only when `name_or_path` is null.
+        tokenizer: Hub id or directory of the tokenizer; null uses the model's own, or, for a model
+            built from config, a byte-level BPE trained on the training data (cached).
+        tokenizer_vocab_size: Vocabulary size of that trained BPE tokenizer.
+        revision: Hub revision (branch, tag or commit) of `name_or_path`.
+        trust_remote_code: Allow the hub repo's own Python code to run. Off unless you turn it on.
+        attn_implementation: `sdpa`, `eager`, ... or null for the transformers default.
+    """
+
+    name_or_path: Optional[str] = None
+    from_config: Dict[str, Any] = field(default_factory=dict)
+    tokenizer: Optional[str] = None
+    tokenizer_vocab_size: int = 4096
+    revision: Optional[str] = None
+    trust_remote_code: bool = False
+    attn_implementation: Optional[str] = None
+
+
+@dataclass
+class DataConfig:
+    """Which text to train on and how it is cut into blocks.
+
+    Args:
+        path: Hub dataset id, a local directory laid out like the hub repo, JSON/JSONL/Parquet
+            file(s) (comma-separated), or `package:<name>` for a corpus shipped with rtune.
+        data_dir: Sub-directory of the dataset to read (`data/rust` in the-stack-smol).
+        text_field: Column holding the text.
+        seq_len: Tokens per training block (packed, no padding except in the very last block).
+        val_fraction: Share of documents held out for validation (at least one document).
+        max_documents: Read at most this many documents (null: all); handy for quick runs.
+        cache_dir: Where tokenizers, tokenized and packed data are cached (keyed by content).
+    """
+
+    path: str = "package:rust_sample"
+    data_dir: Optional[str] = None
+    text_field: str = "content"
+    seq_len: int = 256
+    val_fraction: float = 0.05
+    max_documents: Optional[int] = None
+    cache_dir: str = "~/.cache/rtune"
+
+
+@dataclass
+class TrainerConfig:
+    """The training schedule. Steps are optimizer steps; batch sizes count sequences.
+
+    Args:
+        max_steps: Optimizer steps to train for.
+        micro_batch_size: Sequences per worker per forward/backward pass.
+        grad_accum_steps: Micro-batches accumulated per optimizer step (one all-reduce per step).
+        eval_every_steps: Evaluate the validation loss every this many steps (and at the end).
+        eval_max_batches: Cap on validation micro-batches per worker per evaluation (null: all).
+        checkpoint_every_steps: Save and report a checkpoint every this many steps (and at the end).
+        keep_checkpoints: Checkpoints Ray keeps: the best by eval loss, plus always the latest.
+        log_every_steps: Print progress and append to metrics.jsonl every this many steps.
+        max_grad_norm: Clip the global gradient norm to this (0 disables clipping).
+        precision: `fp32` or `bf16` (autocast; weights and optimizer state stay fp32).
+        gradient_checkpointing: Recompute activations in the backward pass to save memory.
+        max_failures: Worker-group restarts Ray Train may make before the run fails.
+    """
+
+    max_steps: int = 200
+    micro_batch_size: int = 8
+    grad_accum_steps: int = 1
+    eval_every_steps: int = 50
+    eval_max_batches: Optional[int] = None
+    checkpoint_every_steps: int = 100
+    keep_checkpoints: int = 2
+    log_every_steps: int = 10
+    max_grad_norm: float = 1.0
+    precision: str = "fp32"
+    gradient_checkpointing: bool = False
+    max_failures: int = 0
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with decoupled weight decay and a warmup + decay learning-rate schedule.
+
+    Args:
+        lr: Peak learning rate, reached after `warmup_steps`.
+        weight_decay: Applied to matrices only (not to biases, norms or embeddings' positions).
+        beta1: AdamW first-moment decay.
+        beta2: AdamW second-moment decay.
+        eps: AdamW epsilon.
+        warmup_steps: Linear warmup from 0 to `lr`.
+        schedule: `cosine`, `linear` or `constant` after warmup.
+        min_lr_ratio: The decay ends at `lr * min_lr_ratio`.
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    warmup_steps: int = 20
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.1
+
+
+@dataclass
+class DebugConfig:
+    """Deterministic fault injection, for tests and drills.
+
+    Args:
+        fail_at_step: Kill the worker process of rank `fail_rank` right after this step's
+            checkpoint/report, once per run (a marker file in the run directory says it happened).
+        fail_rank: Which rank dies.
+    """
+
+    fail_at_step: Optional[int] = None
+    fail_rank: int = 0
+
+
+@dataclass
+class RTuneConfig:
+    """Everything one `rtune train` run needs.
+
+    Args:
+        num_workers: Ray Train workers (one process each; one GPU each with `use_gpu`).
+        use_gpu: Train on GPUs (NCCL) instead of CPUs (gloo).
+        cpus_per_worker: CPU cores Ray reserves for each worker (also its torch thread count).
+        run_name: Name of the run directory; re-running with the same name resumes. Null makes a
+            fresh, unique name.
+        storage_path: Where runs are written: a local directory or a URI Ray storage accepts.
+        seed: Seed for model init, data order and dropout.
+        ray_address: Ray cluster to join (`auto`, `ray://...`); null starts a local one unless
+            `RAY_ADDRESS` is set.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: int = 1
+    run_name: Optional[str] = None
+    storage_path: str = "results"
+    seed: int = 1234
+    ray_address: Optional[str] = None
+
+
+def register_schema() -> None:
+    """Register the schema with Hydra so `conf/config.yaml` can list `rtune_schema` first."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="rtune_schema", node=RTuneConfig)
+
+
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
+_PRECISIONS = ("fp32", "bf16")
+_SCHEDULES = ("cosine", "linear", "constant")
+
+
+def is_uri(path: str) -> bool:
+    """True for storage URIs (`s3://`, `gs://`, ...), which stay as they are."""
+    return "://" in path
+
+
+def validate(cfg: RTuneConfig) -> None:
+    """Check what types cannot: ranges, choices, divisibility. Raises ConfigError naming the fix."""
+    t, d, o = cfg.trainer, cfg.data, cfg.optim
+    positive = {
+        "num_workers": cfg.num_workers, "cpus_per_worker": cfg.cpus_per_worker,
+        "trainer.max_steps": t.max_steps, "trainer.micro_batch_size": t.micro_batch_size,
+        "trainer.grad_accum_steps": t.grad_accum_steps, "trainer.eval_every_steps": t.eval_every_steps,
+        "trainer.checkpoint_every_steps": t.checkpoint_every_steps,
+        "trainer.log_every_steps": t.log_every_steps, "trainer.keep_checkpoints": t.keep_checkpoints,
+        "model.tokenizer_vocab_size": cfg.model.tokenizer_vocab_size,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be at least 1, got {value}: set {key}=1 or more")
+    if d.seq_len < 8:
+        raise ConfigError(f"data.seq_len must be at least 8, got {d.seq_len}")
+    if not 0.0 < d.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be between 0 and 1, got {d.val_fraction}")
+    if d.max_documents is not None and d.max_documents < 2:
+        raise ConfigError("data.max_documents must be at least 2 (one to train on, one to validate)")
+    if t.precision not in _PRECISIONS:
+        raise ConfigError(f"trainer.precision must be one of {', '.join(_PRECISIONS)}, got {t.precision!r}")
+    if o.schedule not in _SCHEDULES:
+        raise ConfigError(f"optim.schedule must be one of {', '.join(_SCHEDULES)}, got {o.schedule!r}")
+    if o.lr <= 0:
+        raise ConfigError(f"optim.lr must be positive, got {o.lr}")
+    if not 0 <= o.min_lr_ratio <= 1:
+        raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}")
+    if o.warmup_steps < 0 or t.max_failures < 0 or t.max_grad_norm < 0:
+        raise ConfigError("optim.warmup_steps, trainer.max_failures and trainer.max_grad_norm must be >= 0")
+    if cfg.model.name_or_path is None and not cfg.model.from_config.get("model_type"):
+        raise ConfigError("set model.name_or_path (hub id or local dir) or model.from_config.model_type")
+    if cfg.run_name is not None and not _RUN_NAME.match(cfg.run_name):
+        raise ConfigError(f"run_name {cfg.run_name!r} may hold only letters, digits and . _ = , + -")
+    if cfg.debug.fail_at_step is not None and not 0 <= cfg.debug.fail_rank < cfg.num_workers:
+        raise ConfigError(f"debug.fail_rank must be in [0, {cfg.num_workers - 1}]")
+
+
+def default_run_name(cfg: RTuneConfig) -> str:
+    """A fresh name per invocation, so a plain re-run never resumes by accident."""
+    model = (cfg.model.name_or_path or cfg.model.from_config.get("model_type", "model")).rstrip("/")
+    model = re.sub(r"[^A-Za-z0-9._-]+", "-", os.path.basename(model))
+    return f"{model}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def finalize(cfg: RTuneConfig) -> RTuneConfig:
+    """Resolve on the driver what workers must not decide: absolute paths and the run name.
+
+    Ray workers run in their own working directory, so every local path becomes absolute here.
+    """
+    if cfg.run_name is None:
+        cfg.run_name = default_run_name(cfg)
+    if not is_uri(cfg.storage_path):
+        cfg.storage_path = os.path.abspath(os.path.expanduser(cfg.storage_path))
+    cfg.data.cache_dir = os.path.abspath(os.path.expanduser(os.environ.get("RTUNE_CACHE_DIR", cfg.data.cache_dir)))
+    for owner, key in ((cfg.data, "path"), (cfg.model, "name_or_path"), (cfg.model, "tokenizer")):
+        value = getattr(owner, key)
+        if value and not value.startswith("package:") and not is_uri(value):
+            parts = [os.path.expanduser(p.strip()) for p in value.split(",")]
+            if all(os.path.exists(p) for p in parts):
+                setattr(owner, key, ",".join(os.path.abspath(p) for p in parts))
+    return cfg
+
+
+def to_dict(cfg: RTuneConfig) -> Dict[str, Any]:
+    """The plain dict that travels to workers and into checkpoints."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def from_dict(raw: Dict[str, Any]) -> RTuneConfig:
+    """Rebuild the typed config from `to_dict`'s output (type-checked again)."""
+    merged = OmegaConf.merge(OmegaConf.structured(RTuneConfig), raw)
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+

@@ -1,0 +1,276 @@
+"""The per-worker training loop: the one function a reader must understand.
+
+`train_loop_per_worker(config)` runs on every Ray Train worker. Shape: setup (data, model, optimizer,
+resume state) -> train (accumulate, clip, step, log, evaluate, checkpoint) -> return rank 0's summary.
+Every rank executes the same sequence of collectives and `ray.train.report` calls, decided only by
+the step number, so no rank ever waits on a barrier the others skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import shutil
+import signal
+import tempfile
+from typing import Any, Dict, Optional
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+from rtune import checkpoint as ckpt
+from rtune.config import RTuneConfig, from_dict, is_uri
+from rtune.data import PackedBlocks, PreparedData, prepare_data
+from rtune.metrics import METRICS_FILE, ProgressLog
+from rtune.model import build_model, count_parameters, load_tokenizer_from
+from rtune.optim import build_optimizer, build_scheduler
+
+
+def _all_reduce_sum(values: list[float], device) -> list[float]:
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def _gather_rng_states() -> list:
+    """Every rank's RNG state (dropout masks), gathered to all ranks so rank 0 can save them."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+    if dist.is_available() and dist.is_initialized():
+        states = [None] * dist.get_world_size()
+        dist.all_gather_object(states, state)
+        return states
+    return [state]
+
+
+def _restore_rng(states: list, rank: int, world_size: int) -> None:
+    if len(states) != world_size:
+        print(f"[rtune] rank {rank}: checkpoint has RNG state for {len(states)} workers, not {world_size}; "
+              "dropout masks will differ from an uninterrupted run")
+        return
+    torch.set_rng_state(states[rank]["torch"])
+    random.setstate(states[rank]["python"])
+    if states[rank]["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states[rank]["cuda"])
+
+
+class BatchStream:
+    """Endless micro-batches over epochs, resumable at an exact (epoch, batch offset) position."""
+
+    def __init__(self, loader: DataLoader, sampler: DistributedSampler, epoch: int = 0, offset: int = 0):
+        self.loader, self.sampler = loader, sampler
+        self.epoch, self.offset = epoch, offset
+        self._iterator = None
+
+    def next(self) -> Dict[str, torch.Tensor]:
+        while True:
+            if self._iterator is None:
+                self.sampler.set_epoch(self.epoch)  # a new, seeded shuffle every epoch, same on all ranks
+                self._iterator = iter(self.loader)
+                for _ in range(self.offset):  # resume mid-epoch: skip what was already trained on
+                    next(self._iterator)
+            try:
+                batch = next(self._iterator)
+                self.offset += 1
+                return batch
+            except StopIteration:
+                self.epoch, self.offset, self._iterator = self.epoch + 1, 0, None
+
+    def state(self) -> Dict[str, int]:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+
+@torch.no_grad()
+def evaluate(model, dataset: PackedBlocks, micro_batch_size: int, max_batches: Optional[int], rank: int,
+             world_size: int, device, autocast) -> float:
+    """Mean loss per non-padding token over the validation set, split across ranks (exact average)."""
+    was_training = model.training
+    model.eval()
+    indices = list(range(rank, len(dataset), world_size))
+    batches = [indices[i:i + micro_batch_size] for i in range(0, len(indices), micro_batch_size)]
+    loss_sum, n_tokens = 0.0, 0
+    for batch_indices in batches[:max_batches]:
+        items = [dataset[i] for i in batch_indices]
+        input_ids = torch.stack([it["input_ids"] for it in items]).to(device)
+        labels = torch.stack([it["labels"] for it in items]).to(device)
+        with autocast:
+            logits = model(input_ids=input_ids).logits
+        targets = labels[:, 1:]
+        loss_sum += torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+            ignore_index=-100, reduction="sum").item()
+        n_tokens += int((targets != -100).sum())
+    loss_sum, n_tokens = _all_reduce_sum([loss_sum, n_tokens], device)
+    model.train(was_training)
+    return loss_sum / max(n_tokens, 1)
+
+
+def _local_run_dir(cfg: RTuneConfig) -> Optional[str]:
+    """The run directory if storage is a local path (metrics and the storage scan need one)."""
+    return None if is_uri(cfg.storage_path) else os.path.join(cfg.storage_path, cfg.run_name)
+
+
+def _maybe_inject_fault(cfg: RTuneConfig, step: int, rank: int, run_dir: Optional[str]) -> None:
+    """debug.fail_at_step: SIGKILL this worker once, as a crashed machine would (for tests/drills)."""
+    if cfg.debug.fail_at_step != step or rank != cfg.debug.fail_rank or run_dir is None:
+        return
+    marker = os.path.join(run_dir, f".fault_injected_step{step}_rank{rank}")
+    if os.path.exists(marker):
+        return
+    open(marker, "w").close()
+    print(f"[rtune] debug.fail_at_step={step}: killing rank {rank} (pid {os.getpid()})", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    import ray.train
+    import ray.train.torch
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    cfg = from_dict(config["cfg"])
+    t = cfg.trainer
+    ctx = ray.train.get_context()
+    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    run_dir = _local_run_dir(cfg)
+    is_main = rank == 0
+
+    # ---- setup: data (cache hit: the driver prepared it), model, optimizer, resume state ----------
+    prepared = PreparedData(**config["data"])
+    if not (os.path.exists(prepared.train_path) and os.path.exists(prepared.val_path)):
+        prepared, _ = prepare_data(cfg)  # a node that does not share the driver's disk rebuilds its cache
+    tokenizer = load_tokenizer_from(prepared.tokenizer_dir, trust_remote_code=False)
+    train_set = PackedBlocks(prepared.train_path, tokenizer.pad_token_id)
+    val_set = PackedBlocks(prepared.val_path, tokenizer.pad_token_id)
+
+    ray_ckpt = ray.train.get_checkpoint()
+    with (ray_ckpt.as_directory() if ray_ckpt else contextlib.nullcontext()) as ray_ckpt_dir:
+        resume_dir = ckpt.choose_resume_dir(ray_ckpt_dir, run_dir)
+        state = ckpt.load_trainer_state(resume_dir) if resume_dir else None
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        model = build_model(cfg.model, len(tokenizer), tokenizer.eos_token_id, checkpoint_dir=resume_dir)
+    if t.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    trainable, total = count_parameters(model)
+    model = ray.train.torch.prepare_model(model)  # DDP across workers (a no-op wrapper for 1 worker)
+    raw_model = model.module if hasattr(model, "module") else model
+
+    optimizer = build_optimizer(raw_model, cfg.optim)
+    scheduler = build_scheduler(optimizer, t.max_steps, cfg.optim)
+    sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed,
+                                 drop_last=True)
+    # A private generator keeps the DataLoader from drawing on the global RNG, so dropout masks do
+    # not depend on when an epoch's iterator was created (exact resume mid-epoch).
+    loader = DataLoader(train_set, batch_size=t.micro_batch_size, sampler=sampler, drop_last=True,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    loader = ray.train.torch.prepare_data_loader(loader)  # keeps our sampler; moves batches to device
+    step = 0
+    batches = BatchStream(loader, sampler)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = state["step"]
+        batches = BatchStream(loader, sampler, **state["data"])
+        _restore_rng(state["rng"], rank, world_size)
+    else:
+        torch.manual_seed(cfg.seed + rank)  # distinct dropout masks per rank
+
+    tokens_per_step = world_size * t.micro_batch_size * t.grad_accum_steps * cfg.data.seq_len
+    if is_main:
+        print(f"[rtune] {'resuming from ' + resume_dir + ' at step ' + str(step) if resume_dir else 'starting fresh'}"
+              f" | {world_size} worker(s) on {device} | {trainable:,} of {total:,} parameters trainable"
+              f" | {prepared.train_blocks} train blocks x {cfg.data.seq_len} tokens, {len(sampler)} per worker"
+              f" per epoch | {tokens_per_step:,} tokens per step", flush=True)
+    progress = ProgressLog(os.path.join(run_dir, METRICS_FILE) if run_dir else None, step, t.max_steps, is_main)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
+    eval_loss: Optional[float] = None
+    window = [0.0, 0.0, 0.0]  # loss sum, steps, non-padding tokens since the last log line
+
+    if step == 0:  # the starting point of the eval-loss curve
+        eval_loss = evaluate(model, val_set, t.micro_batch_size, t.eval_max_batches, rank, world_size, device,
+                             autocast)
+        progress.log(0, {"eval_loss": eval_loss, "eval_ppl": math.exp(min(eval_loss, 50.0))}, 0)
+
+    # ---- train ------------------------------------------------------------------------------------
+    model.train()
+    while step < t.max_steps:
+        step_loss, step_tokens = 0.0, 0
+        for micro_step in range(t.grad_accum_steps):
+            batch = batches.next()
+            last_micro = micro_step == t.grad_accum_steps - 1
+            # DDP all-reduces gradients on every backward unless told not to: only the last one syncs.
+            sync = model.no_sync() if (not last_micro and hasattr(model, "no_sync")) else contextlib.nullcontext()
+            with sync:
+                with autocast:
+                    loss = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
+                (loss / t.grad_accum_steps).backward()
+            step_loss += loss.item() / t.grad_accum_steps
+            step_tokens += int((batch["labels"] != -100).sum())
+        if t.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window = [window[0] + step_loss, window[1] + 1, window[2] + step_tokens]
+        progress.step(step, step_tokens * world_size)
+
+        is_last = step == t.max_steps
+        do_checkpoint = is_last or step % t.checkpoint_every_steps == 0
+        do_eval = do_checkpoint or step % t.eval_every_steps == 0  # best-checkpoint ranking needs eval_loss
+        record: Dict[str, Any] = {}
+        if step % t.log_every_steps == 0 or do_eval:
+            loss_sum, n_steps, n_tokens = _all_reduce_sum(window, device)
+            record = {"loss": loss_sum / n_steps, "lr": lr}  # both sums run over ranks
+            window_tokens, window = int(n_tokens), [0.0, 0.0, 0.0]
+        if do_eval:
+            with progress.paused():  # eval and checkpoint time is not training throughput
+                eval_loss = evaluate(model, val_set, t.micro_batch_size, t.eval_max_batches, rank, world_size,
+                                     device, autocast)
+                record.update(eval_loss=eval_loss, eval_ppl=math.exp(min(eval_loss, 50.0)))
+                _report(cfg, step, record, do_checkpoint, raw_model, tokenizer, optimizer, scheduler, batches, rank)
+        if record:
+            progress.log(step, record, window_tokens)
+        _maybe_inject_fault(cfg, step, rank, run_dir)
+
+    # ---- summary: rank 0's return value becomes Result.return_value on the driver ------------------
+    if not is_main:
+        return None
+    return {"final_step": step, "eval_loss": eval_loss, "steady_tokens_per_s": progress.steady_tokens_per_s(),
+            "trainable_params": trainable, "total_params": total}
+
+
+def _report(cfg: RTuneConfig, step: int, record: Dict[str, Any], with_checkpoint: bool, raw_model, tokenizer,
+            optimizer, scheduler, batches: BatchStream, rank: int) -> None:
+    """Report metrics from every rank (a barrier); on checkpoint steps rank 0 attaches a checkpoint."""
+    import ray.train
+
+    metrics = {"step": step, **{k: float(v) for k, v in record.items()}}
+    if not with_checkpoint:
+        ray.train.report(metrics)
+        return
+    rng_states = _gather_rng_states()  # a collective: every rank joins, rank 0 keeps the result
+    tmp_dir = None
+    checkpoint = None
+    if rank == 0:
+        from ray.train import Checkpoint
+
+        from rtune.config import to_dict
+
+        tmp_dir = tempfile.mkdtemp(prefix="rtune-ckpt-")
+        trainer_state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "rng": rng_states, "data": batches.state()}
+        ckpt.save(tmp_dir, raw_model, tokenizer, trainer_state, to_dict(cfg), metrics)
+        checkpoint = Checkpoint.from_directory(tmp_dir)
+    try:
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=ckpt.dir_name(step))
+    finally:
+        if tmp_dir:
+            shutil.rmtree(tmp_dir, ignore_errors=True)

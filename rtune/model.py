@@ -1,0 +1,147 @@
+"""Model and tokenizer: from a hub id, a local directory, or (tiny models) built from config.
+
+A model built from config has no tokenizer of its own, so rtune trains a byte-level BPE on the
+training documents with `tokenizers`, caches it by content, and saves it with every checkpoint:
+the run needs no download and its checkpoints load with `AutoTokenizer.from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Iterable, Optional
+
+from rtune.config import ConfigError, ModelConfig
+
+EOS_TOKEN = "<|endoftext|>"
+
+
+def _hub_error(what: str, name: str, err: Exception) -> ConfigError:
+    """Turn a loading failure into one line that says what to do about it."""
+    if os.path.isdir(name):
+        return ConfigError(f"cannot load {what} from local directory {name}: {str(err).splitlines()[0]}")
+    text = str(err)
+    kind = type(err).__name__
+    if "RepositoryNotFound" in kind or "is not a local folder and is not a valid model identifier" in text:
+        return ConfigError(f"{what} {name!r} is neither a local directory nor a model on the Hugging Face Hub: "
+                           "check model.name_or_path")
+    if "trust_remote_code" in text:
+        return ConfigError(f"{what} {name!r} needs its own code from the hub: set model.trust_remote_code=true "
+                           "only if you trust that repository")
+    return ConfigError(f"cannot load {what} {name!r}: the Hugging Face Hub is unreachable (offline?) and it is not in "
+                       f"the local cache; use model=tiny_gpt2 for an offline run, or model.name_or_path=<local dir>")
+
+
+def load_model_config(cfg: ModelConfig):
+    """The model's `PretrainedConfig`: fetched (or read from cache/dir) or built from `from_config`."""
+    from transformers import AutoConfig, CONFIG_MAPPING
+
+    if cfg.name_or_path is None:
+        fields = dict(cfg.from_config)
+        model_type = fields.pop("model_type")
+        if model_type not in CONFIG_MAPPING:
+            raise ConfigError(f"unknown model.from_config.model_type {model_type!r}")
+        return CONFIG_MAPPING[model_type](**fields)
+    try:
+        return AutoConfig.from_pretrained(cfg.name_or_path, revision=cfg.revision,
+                                          trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise _hub_error("model", cfg.name_or_path, err) from None
+
+
+def max_context(model_config) -> Optional[int]:
+    """The longest sequence the model's position embeddings allow (None if unbounded/unknown)."""
+    for key in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
+        value = getattr(model_config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A content hash of a fast tokenizer: the cache key for tokenized data."""
+    backend = getattr(tokenizer, "backend_tokenizer", None) or tokenizer._tokenizer
+    digest = hashlib.sha256(backend.to_str().encode())
+    digest.update(str(tokenizer.eos_token_id).encode())
+    return digest.hexdigest()[:16]
+
+
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str):
+    """Train a GPT-2-style byte-level BPE on `texts` and save it as a fast HF tokenizer in out_dir."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=[EOS_TOKEN])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=EOS_TOKEN,
+                                        eos_token=EOS_TOKEN, unk_token=EOS_TOKEN, pad_token=EOS_TOKEN,
+                                        model_max_length=1_000_000)
+    tmp = f"{out_dir}.tmp-{os.getpid()}"
+    tokenizer.save_pretrained(tmp)
+    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+    try:
+        os.replace(tmp, out_dir)  # atomic: a concurrent worker never sees half a tokenizer
+    except OSError:  # another process got there first with the same content
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return load_tokenizer_from(out_dir, trust_remote_code=False)
+
+
+def load_tokenizer_from(name_or_path: str, trust_remote_code: bool, revision: Optional[str] = None):
+    """AutoTokenizer with a pad token (causal LMs often have none; we pad with EOS)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision,
+                                                  trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise _hub_error("tokenizer", name_or_path, err) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError(f"tokenizer {name_or_path!r} has no fast (Rust) version; rtune needs one")
+    if tokenizer.eos_token_id is None:
+        raise ConfigError(f"tokenizer {name_or_path!r} has no EOS token, needed to separate packed documents")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def build_model(cfg: ModelConfig, vocab_size: int, eos_token_id: Optional[int] = None,
+                checkpoint_dir: Optional[str] = None):
+    """The model to train: from a checkpoint when resuming, else pretrained or freshly initialised.
+
+    Call under a fixed torch seed: every rank then builds the same initial weights.
+    """
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"trust_remote_code": cfg.trust_remote_code}
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    if checkpoint_dir is not None:
+        return AutoModelForCausalLM.from_pretrained(checkpoint_dir, dtype="float32", **kwargs)
+    if cfg.name_or_path is None:
+        model_config = load_model_config(cfg)
+        model_config.vocab_size = vocab_size
+        if eos_token_id is not None:  # the trained tokenizer's EOS, not GPT-2's 50256
+            model_config.bos_token_id = model_config.eos_token_id = eos_token_id
+        return AutoModelForCausalLM.from_config(model_config, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, revision=cfg.revision,
+                                                     dtype="float32", **kwargs)
+    except (OSError, ValueError) as err:
+        raise _hub_error("model", cfg.name_or_path, err) from None
+    if model.get_input_embeddings().weight.shape[0] < vocab_size:
+        model.resize_token_embeddings(vocab_size)
+    return model
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts, tied weights counted once."""
+    seen, trainable, total = set(), 0, 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return trainable, total

@@ -1,0 +1,96 @@
+"""Every user-caused error ends in one line on stderr naming the fix, exit code 2, no traceback.
+
+These run the real command line in a subprocess; each fails in the driver's preflight, before Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run_cli(*args: str, env_extra: dict | None = None, timeout: int = 120):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "rtune", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def assert_one_line_error(proc, *needles: str) -> str:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("rtune: error:")]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def jsonl(tmp_path):
+    def write(rows, name="d.jsonl"):
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return str(path)
+    return write
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["trainer.max_stesp=5"], ["unknown config key 'trainer.max_stesp'", "did you mean trainer.max_steps"]),
+    (["trainer.max_steps=many"], ["trainer.max_steps=many", "Integer"]),
+    (["num_workers=0"], ["num_workers must be at least 1"]),
+    (["model=llama9"], ["unknown model 'llama9'", "gpt2", "tiny_gpt2"]),
+    (["data=nope"], ["unknown data 'nope'", "rust_sample", "the_stack_smol"]),
+    (["data.seq_len=4096"], ["data.seq_len=4096", "context of 512"]),
+    (["data.path=/no/such/dir/data.jsonl"], ["does not exist", "data.path"]),
+])
+def test_config_and_path_errors(args, needles, tmp_path):
+    assert_one_line_error(run_cli("train", f"storage_path={tmp_path}", *args), *needles)
+
+
+def test_unreachable_hub_names_the_offline_options(tmp_path):
+    proc = run_cli("train", "model=gpt2", f"storage_path={tmp_path}", env_extra={"HF_HUB_OFFLINE": "1"})
+    assert_one_line_error(proc, "'gpt2'", "unreachable", "model=tiny_gpt2", "model.name_or_path")
+
+
+def test_unreachable_hub_dataset(tmp_path):
+    proc = run_cli("train", "data=the_stack_smol", f"storage_path={tmp_path}", env_extra={"HF_DATASETS_OFFLINE": "1"})
+    assert_one_line_error(proc, "bigcode/the-stack-smol", "data=rust_sample")
+
+
+def test_missing_text_field_lists_fields(tmp_path, jsonl):
+    path = jsonl([{"body": "fn a() {}", "lang": "Rust"}] * 3)
+    assert_one_line_error(run_cli("train", f"data.path={path}", f"storage_path={tmp_path}"),
+                          "data.text_field='content'", "fields found: body, lang")
+
+
+def test_dataset_without_text(tmp_path, jsonl):
+    path = jsonl([{"content": ""}, {"content": "  \n"}])
+    assert_one_line_error(run_cli("train", f"data.path={path}", f"storage_path={tmp_path}"), "has no text")
+
+
+def test_storage_not_writable(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert_one_line_error(run_cli("train", f"storage_path={blocker}/runs"), "storage_path", "not writable")
+
+
+def test_full_traceback_on_request(tmp_path):
+    proc = run_cli("train", "num_workers=0", f"storage_path={tmp_path}", env_extra={"RTUNE_FULL_ERROR": "1"})
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_hydra_flags_still_work():
+    proc = run_cli("train", "--cfg", "job", "optim.lr=5e-4")
+    assert proc.returncode == 0, proc.stderr
+    assert "lr: 0.0005" in proc.stdout and "micro_batch_size" in proc.stdout
+    helped = run_cli("train", "--help")
+    assert helped.returncode == 0 and "rtune train" in helped.stdout and "model: gpt2, tiny_gpt2" in helped.stdout
+
+
+def test_unknown_command():
+    proc = run_cli("trian")
+    assert proc.returncode == 2 and "unknown command 'trian'" in proc.stderr

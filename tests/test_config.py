@@ -1,0 +1,72 @@
+"""Every file in conf/ composes into the typed schema and passes validation; bad values are refused."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import compose
+from rtune.config import ConfigError, RTuneConfig, default_run_name, finalize, from_dict, to_dict, validate
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _group_options():
+    for group_dir in sorted(p for p in CONF.iterdir() if p.is_dir() and p.name != "experiment"):
+        for yaml in sorted(group_dir.glob("*.yaml")):
+            yield f"{group_dir.name}={yaml.stem}"
+    for yaml in sorted((CONF / "experiment").glob("*.yaml")):
+        yield f"+experiment={yaml.stem}"
+
+
+@pytest.mark.parametrize("override", list(_group_options()))
+def test_every_config_file_composes_and_validates(override):
+    cfg = compose(override)
+    assert isinstance(cfg, RTuneConfig)
+    validate(cfg)
+
+
+def test_defaults_are_the_offline_run():
+    cfg = compose()
+    assert cfg.model.name_or_path is None and cfg.model.from_config["model_type"] == "gpt2"
+    assert cfg.data.path == "package:rust_sample" and cfg.data.text_field == "content"
+    assert cfg.num_workers == 2 and cfg.use_gpu is False and cfg.storage_path == "results"
+
+
+def test_overrides_reach_typed_fields():
+    cfg = compose("optim.lr=3e-4", "trainer.max_steps=7", "num_workers=1", "data.seq_len=128")
+    assert (cfg.optim.lr, cfg.trainer.max_steps, cfg.num_workers, cfg.data.seq_len) == (3e-4, 7, 1, 128)
+
+
+def test_experiment_sets_hub_model_and_data():
+    cfg = compose("+experiment=gpt2_rust")
+    assert cfg.model.name_or_path == "gpt2" and cfg.data.path == "bigcode/the-stack-smol"
+    assert cfg.data.data_dir == "data/rust" and cfg.trainer.precision == "bf16"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("num_workers=0", "num_workers must be at least 1"),
+    ("trainer.micro_batch_size=0", "trainer.micro_batch_size must be at least 1"),
+    ("trainer.precision=fp8", "trainer.precision must be one of"),
+    ("optim.schedule=step", "optim.schedule must be one of"),
+    ("data.val_fraction=1.5", "data.val_fraction"),
+    ("run_name=a/b", "run_name"),
+])
+def test_validate_names_the_fix(override, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose(override))
+
+
+def test_dict_round_trip_is_exact():
+    cfg = compose("optim.lr=2e-4", "trainer.eval_max_batches=3")
+    assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_finalize_makes_paths_absolute_and_names_unique(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = finalize(compose("storage_path=runs"))
+    assert cfg.storage_path == os.path.join(str(tmp_path), "runs")
+    assert os.path.isabs(cfg.data.cache_dir)
+    assert default_run_name(cfg) != default_run_name(cfg)  # a plain re-run never resumes by accident
