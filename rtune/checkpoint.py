@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -39,22 +39,42 @@ def dir_name(step: int) -> str:
     return f"checkpoint_{step:08d}"
 
 
-def save(out_dir: str, model, tokenizer, trainer_state: Dict[str, Any], config: Dict[str, Any],
-         metrics: Dict[str, Any]) -> None:
-    """Write a complete checkpoint into out_dir (rank 0 only). The marker goes last."""
+def list_files(root: str) -> Dict[str, int]:
+    """Every file under root (relative path -> size), the marker excepted."""
+    files = {}
+    for directory, _, names in os.walk(root):
+        for name in names:
+            rel = os.path.relpath(os.path.join(directory, name), root)
+            if rel != MARKER and not name.startswith("."):
+                files[rel] = os.path.getsize(os.path.join(directory, name))
+    return dict(sorted(files.items()))
+
+
+def write_rank0_files(out_dir: str, tokenizer, trainer_state: Dict[str, Any], config: Dict[str, Any]) -> None:
+    """What rank 0 adds to every checkpoint beside the weights: tokenizer, resume state, config."""
     os.makedirs(out_dir, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     torch.save(trainer_state, os.path.join(out_dir, STATE))
     with open(os.path.join(out_dir, CONFIG), "w") as f:
         json.dump(config, f, indent=2)
-    files = {name: os.path.getsize(os.path.join(out_dir, name))
-             for name in sorted(os.listdir(out_dir)) if os.path.isfile(os.path.join(out_dir, name))}
-    marker = {"format": FORMAT_VERSION, "step": trainer_state["step"], "metrics": metrics, "files": files}
+
+
+def write_marker(out_dir: str, step: int, metrics: Dict[str, Any], files: Dict[str, int]) -> None:
+    """Written last, listing every rank's files: a checkpoint is complete once all of them are there."""
+    marker = {"format": FORMAT_VERSION, "step": step, "metrics": metrics, "files": files}
     tmp = os.path.join(out_dir, f".{MARKER}.tmp")
     with open(tmp, "w") as f:
         json.dump(marker, f, indent=2)
     os.replace(tmp, os.path.join(out_dir, MARKER))
+
+
+def save(out_dir: str, model, tokenizer, trainer_state: Dict[str, Any], config: Dict[str, Any],
+         metrics: Dict[str, Any]) -> None:
+    """A complete single-process checkpoint (the multi-rank path lives in the loop)."""
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    write_rank0_files(out_dir, tokenizer, trainer_state, config)
+    write_marker(out_dir, trainer_state["step"], metrics, list_files(out_dir))
 
 
 def read_marker(ckpt_dir: str) -> Dict[str, Any]:
@@ -74,32 +94,88 @@ def read_marker(ckpt_dir: str) -> Dict[str, Any]:
         full = os.path.join(ckpt_dir, name)
         if not os.path.isfile(full) or os.path.getsize(full) != size:
             raise CheckpointError(f"checkpoint {ckpt_dir} is incomplete or damaged: {name} is missing or truncated")
+        if name.endswith(".safetensors"):
+            _check_safetensors(full)
     return marker
 
 
-def load_trainer_state(ckpt_dir: str) -> Dict[str, Any]:
-    """Optimizer/scheduler/RNG/data state. weights_only=True: a pickled payload is refused, not run."""
+def _check_safetensors(path: str) -> None:
+    """Parse the header (cheap: no tensor data is read); a corrupt file fails here, not mid-resume."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            f.keys()
+    except Exception as err:
+        raise CheckpointError(f"checkpoint file {path} is corrupt ({str(err).splitlines()[0][:120]})") from None
+
+
+def load_trainer_state(ckpt_dir: str, mmap: bool = False) -> Dict[str, Any]:
+    """Optimizer/scheduler/RNG/data state. weights_only=True: a pickled payload is refused, not run.
+
+    mmap=True checks the file without reading tensor data into memory (the driver's preflight).
+    """
     read_marker(ckpt_dir)
     try:
-        return torch.load(os.path.join(ckpt_dir, STATE), map_location="cpu", weights_only=True)
+        return torch.load(os.path.join(ckpt_dir, STATE), map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # UnpicklingError for code payloads, RuntimeError for corrupt zips
         raise CheckpointError(f"refusing {ckpt_dir}/{STATE}: not a plain tensor/number file "
                               f"({type(err).__name__}); it may be corrupt or tampered with") from None
 
 
-def find_latest(run_dir: str) -> Optional[str]:
-    """The newest complete checkpoint under run_dir, found on storage whether or not Ray registered it."""
+def scan(run_dir: str) -> Tuple[Optional[str], List[str]]:
+    """(newest intact checkpoint under run_dir or None, reasons for each newer one that was skipped).
+
+    Found on storage whether or not Ray registered it. A half-written checkpoint (a crash mid-write or
+    mid-upload) is skipped in favour of the one before it; it is left in place, never deleted.
+    """
     if not os.path.isdir(run_dir):
-        return None
+        return None, []
     steps = sorted(((int(m.group(1)), name) for name in os.listdir(run_dir) if (m := _DIR_PATTERN.match(name))),
                    reverse=True)
+    skipped = []
     for _, name in steps:
         try:
             read_marker(os.path.join(run_dir, name))
-            return os.path.join(run_dir, name)
-        except CheckpointError:
-            continue  # a half-written checkpoint: fall back to the one before it
-    return None
+            return os.path.join(run_dir, name), skipped
+        except CheckpointError as err:
+            skipped.append(str(err))
+    return None, skipped
+
+
+def find_latest(run_dir: str) -> Optional[str]:
+    """The newest intact checkpoint under run_dir (see `scan`)."""
+    return scan(run_dir)[0]
+
+
+def load_config(ckpt_dir: str) -> Dict[str, Any]:
+    """The resolved config a checkpoint was written with."""
+    with open(os.path.join(ckpt_dir, CONFIG)) as f:
+        return json.load(f)
+
+
+# What must not change when a run resumes: the weights, tokens and blocks depend on them.
+_RESUME_INVARIANTS = ("model.name_or_path", "model.from_config", "model.tokenizer", "model.tokenizer_vocab_size",
+                      "data.path", "data.data_dir", "data.text_field", "data.seq_len", "data.val_fraction",
+                      "data.max_documents", "seed", "peft.method", "peft.r", "peft.target_modules",
+                      "strategy.name", "strategy.zero_stage")
+
+
+def _get(tree: Dict[str, Any], dotted: str):
+    for part in dotted.split("."):
+        tree = tree.get(part, {}) if isinstance(tree, dict) else {}
+    return tree
+
+
+def check_compatible(ckpt_dir: str, current: Dict[str, Any]) -> None:
+    """Refuse to resume a run with settings that would silently change what it trains."""
+    saved = load_config(ckpt_dir)
+    for key in _RESUME_INVARIANTS:
+        before, now = _get(saved, key), _get(current, key)
+        if before != now:
+            raise CheckpointError(
+                f"run {current.get('run_name')} was trained with {key}={before!r}, now {now!r}: resume with the same "
+                f"setting, or start a new run_name (model.name_or_path={ckpt_dir} fine-tunes from this checkpoint)")
 
 
 def choose_resume_dir(ray_checkpoint_dir: Optional[str], run_dir: Optional[str]) -> Optional[str]:

@@ -15,10 +15,12 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-USAGE = """usage: python -m rtune train [KEY=VALUE ...] [hydra flags]
+USAGE = """usage: python -m rtune <command> ...
 
 commands:
-  train     fine-tune a causal LM on Ray Train (see `python -m rtune train --help`)
+  train [KEY=VALUE ...]           fine-tune a causal LM on Ray Train (see `python -m rtune train --help`)
+  export <checkpoint> <out_dir>   a standalone HF model dir (LoRA merged), tokenizer and model card
+  generate <checkpoint or model dir> [prompt=...] [max_new_tokens=64] [temperature=0] [top_p=1] [seed=0]
 
 examples:
   python -m rtune train                                  # tiny GPT-2 on bundled Rust, 2 CPU workers
@@ -130,7 +132,7 @@ def _is_multirun(args: List[str]) -> bool:
 def _guarded(fn, exit_on_error: bool = True) -> int:
     """Run fn; a user-caused error becomes one line on stderr and exit code 2 (1 for failed training)."""
     from rtune.config import ConfigError
-    from rtune.launch import TrainingFailed
+    from rtune.launch import Interrupted, TrainingFailed
 
     if os.environ.get("RTUNE_FULL_ERROR") == "1":
         fn()
@@ -142,6 +144,8 @@ def _guarded(fn, exit_on_error: bool = True) -> int:
         message, code = str(err), 2
     except TrainingFailed as err:
         message, code = str(err), 1
+    except Interrupted as err:
+        message, code = str(err), 130
     except KeyboardInterrupt:
         message = "interrupted; the checkpoints written so far are kept (re-run with the same run_name to resume)"
         code = 130
@@ -151,14 +155,39 @@ def _guarded(fn, exit_on_error: bool = True) -> int:
     return code
 
 
+def _export(args: List[str]) -> None:
+    from rtune.inference import export
+
+    if len(args) != 2:
+        raise UserError("usage: python -m rtune export <checkpoint_dir> <out_dir>")
+    out = export(os.path.abspath(args[0]), os.path.abspath(args[1]))
+    print(f"exported {args[0]} -> {out} (AutoModelForCausalLM.from_pretrained({out!r}))")
+
+
+def _generate(args: List[str]) -> None:
+    from rtune.inference import generate, parse_kv
+
+    if not args or "=" in args[0]:
+        raise UserError("usage: python -m rtune generate <checkpoint or model dir> prompt=\"fn main() {\" ...")
+    options = parse_kv(args[1:], {"prompt": str, "max_new_tokens": int, "temperature": float, "top_p": float,
+                                  "seed": int})
+    if "prompt" not in options:
+        raise UserError('generate needs a prompt: prompt="fn main() {"')
+    print(generate(os.path.abspath(args[0]), **options))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
     command, rest = argv[0], argv[1:]
+    if command == "export":
+        return _guarded(lambda: _export(rest))
+    if command == "generate":
+        return _guarded(lambda: _generate(rest))
     if command != "train":
-        print(f"rtune: error: unknown command {command!r}: use `python -m rtune train ...`", file=sys.stderr)
+        print(f"rtune: error: unknown command {command!r}: use train, export or generate", file=sys.stderr)
         return 2
     if any(arg.split("=")[0] in HYDRA_FLAGS for arg in rest):
         return _hydra_entry(rest)

@@ -14,7 +14,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import OmegaConf
 
@@ -132,6 +132,42 @@ class OptimConfig:
 
 
 @dataclass
+class PeftConfig:
+    """Parameter-efficient fine-tuning (peft). `method=none` trains every weight.
+
+    Args:
+        method: `none` or `lora`.
+        r: LoRA rank.
+        alpha: LoRA scaling numerator (the update is scaled by alpha / r).
+        dropout: Dropout on the LoRA branch.
+        target_modules: Module names to adapt; null picks the architecture's default (GPT-2: c_attn;
+            Llama-style: q_proj, v_proj; GPT-NeoX/Falcon: query_key_value).
+    """
+
+    method: str = "none"
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: Optional[List[str]] = None
+
+
+@dataclass
+class StrategyConfig:
+    """How the model is spread over workers.
+
+    Args:
+        name: `ddp` (replicas, Ray's prepare_model), `fsdp` (FSDP2 fully_shard: parameters, gradients and
+            optimizer state sharded) or `deepspeed` (ZeRO).
+        zero_stage: DeepSpeed ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also parameters.
+        offload_optimizer: DeepSpeed only: `none`, or `cpu` to keep optimizer state in host memory.
+    """
+
+    name: str = "ddp"
+    zero_stage: int = 2
+    offload_optimizer: str = "none"
+
+
+@dataclass
 class DebugConfig:
     """Deterministic fault injection, for tests and drills.
 
@@ -165,6 +201,8 @@ class RTuneConfig:
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     num_workers: int = 2
     use_gpu: bool = False
@@ -226,6 +264,21 @@ def validate(cfg: RTuneConfig) -> None:
         raise ConfigError("set model.name_or_path (hub id or local dir) or model.from_config.model_type")
     if cfg.run_name is not None and not _RUN_NAME.match(cfg.run_name):
         raise ConfigError(f"run_name {cfg.run_name!r} may hold only letters, digits and . _ = , + -")
+    p, s = cfg.peft, cfg.strategy
+    if p.method not in ("none", "lora"):
+        raise ConfigError(f"peft.method must be none or lora, got {p.method!r} (peft=lora picks the LoRA preset)")
+    if p.method == "lora" and (p.r < 1 or p.alpha < 1 or not 0 <= p.dropout < 1):
+        raise ConfigError("peft.r and peft.alpha must be at least 1 and peft.dropout in [0, 1)")
+    if s.name not in ("ddp", "fsdp", "deepspeed"):
+        raise ConfigError(f"strategy.name must be ddp, fsdp or deepspeed, got {s.name!r} (strategy=<name>)")
+    if s.zero_stage not in (1, 2, 3):
+        raise ConfigError(f"strategy.zero_stage must be 1, 2 or 3, got {s.zero_stage}")
+    if s.offload_optimizer not in ("none", "cpu"):
+        raise ConfigError(f"strategy.offload_optimizer must be none or cpu, got {s.offload_optimizer!r}")
+    if s.offload_optimizer == "cpu" and s.name != "deepspeed":
+        raise ConfigError("strategy.offload_optimizer=cpu needs strategy=deepspeed")
+    if p.method == "lora" and s.name == "fsdp":
+        raise ConfigError("peft=lora composes with strategy=ddp or strategy=deepspeed, not fsdp")
     if cfg.debug.fail_at_step is not None and not 0 <= cfg.debug.fail_rank < cfg.num_workers:
         raise ConfigError(f"debug.fail_rank must be in [0, {cfg.num_workers - 1}]")
 

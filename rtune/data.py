@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -44,6 +44,11 @@ class PreparedData:
     val_blocks: int
     seq_len: int
 
+    @property
+    def train_fill(self) -> float:
+        """Non-padding share of the training blocks (packing efficiency)."""
+        return self.train_tokens / (self.train_blocks * self.seq_len)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -67,6 +72,27 @@ def _looks_local(path: str) -> bool:
             or os.path.splitext(path)[1].lower() in _FILE_BUILDERS or "," in path)
 
 
+def _check_utf8(files: Sequence[str]) -> None:
+    """Name the first line that is not UTF-8 (Arrow would otherwise fail later, far from the cause)."""
+    for path in files:
+        if os.path.splitext(path)[1].lower() not in (".json", ".jsonl", ".csv", ".txt"):
+            continue
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise ConfigError(f"{path} line {number} is not valid UTF-8 (byte {err.start}): re-encode the "
+                                      "file as UTF-8 (e.g. iconv -f latin1 -t utf-8) or drop that line") from None
+
+
+def _local_files(path: str, data_dir: Optional[str]) -> List[str]:
+    if os.path.isfile(path):
+        return [path]
+    root = os.path.join(path, data_dir) if data_dir else path
+    return [os.path.join(d, f) for d, _, names in os.walk(root) for f in names]
+
+
 def load_documents(cfg: DataConfig):
     """The raw documents as a `datasets.Dataset`, with `cfg.text_field` checked and empties dropped."""
     import datasets
@@ -77,9 +103,11 @@ def load_documents(cfg: DataConfig):
         if path.startswith("package:"):
             ds = datasets.load_dataset(_package_dir(path[len("package:"):]), data_dir=cfg.data_dir, split="train")
         elif os.path.isdir(path):
+            _check_utf8(_local_files(path, cfg.data_dir))
             ds = datasets.load_dataset(path, data_dir=cfg.data_dir, split="train")
         elif all(os.path.isfile(p) for p in path.split(",")):
             files = path.split(",")
+            _check_utf8(files)
             exts = {os.path.splitext(f)[1].lower() for f in files}
             if len(exts) != 1 or next(iter(exts)) not in _FILE_BUILDERS:
                 raise ConfigError(f"data.path files must share one of the extensions {', '.join(_FILE_BUILDERS)}; "

@@ -12,7 +12,7 @@ import time
 from typing import Any, Dict, Optional
 
 from rtune.config import ConfigError, RTuneConfig, finalize, is_uri, to_dict, validate
-from rtune.metrics import METRICS_FILE, plot_losses
+from rtune.metrics import METRICS_FILE, DriverProgress, plot_losses
 
 SUMMARY_FILE = "summary.json"
 LOSS_PNG = "loss_curve.png"
@@ -35,14 +35,56 @@ def _check_storage(cfg: RTuneConfig) -> Optional[str]:
     return run_dir
 
 
+def _check_deepspeed_toolchain() -> None:
+    """DeepSpeed JIT-compiles its communication kernel on first use: it needs a C++ compiler and ninja."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError("strategy=deepspeed needs the deepspeed package: pip install deepspeed")
+    if not (shutil.which("c++") or shutil.which("g++")):
+        raise ConfigError("strategy=deepspeed builds a C++ kernel on first use and no C++ compiler was found: "
+                          "install one (apt-get install g++) or use strategy=ddp / strategy=fsdp")
+    if not shutil.which("ninja") and importlib.util.find_spec("ninja") is None:
+        raise ConfigError("strategy=deepspeed needs ninja to build its kernel: pip install ninja")
+
+
+def _resume_point(cfg: RTuneConfig, run_dir: Optional[str]) -> Optional[str]:
+    """The checkpoint this run will resume from, checked before any worker starts (None: fresh)."""
+    from rtune import checkpoint as ckpt
+
+    if run_dir is None:
+        return None
+    latest, skipped = ckpt.scan(run_dir)
+    for reason in skipped:
+        print(f"[rtune] warning: skipping {reason}; it is left in place", flush=True)
+    if latest is None:
+        if skipped:
+            raise ckpt.CheckpointError(f"run {cfg.run_name} has no intact checkpoint to resume from: move the damaged "
+                                       "ones aside, or start a new run_name")
+        return None
+    ckpt.check_compatible(latest, to_dict(cfg))
+    ckpt.load_trainer_state(latest, mmap=True)  # a tampered or corrupt state file is refused here
+    step = ckpt.read_marker(latest)["step"]
+    if step >= cfg.trainer.max_steps:
+        raise ConfigError(f"run {cfg.run_name} already reached step {step} (trainer.max_steps={cfg.trainer.max_steps}):"
+                          f" set trainer.max_steps above {step} to train on, or start a new run_name")
+    print(f"[rtune] resuming run {cfg.run_name} from {latest} (step {step})", flush=True)
+    return latest
+
+
 def preflight(cfg: RTuneConfig):
     """All driver-side checks and data preparation; returns (PreparedData, run_dir)."""
     from rtune.data import prepare_data
-    from rtune.model import load_model_config, max_context
+    from rtune.model import check_lora_targets, load_model_config, max_context
 
     validate(cfg)
     finalize(cfg)
+    if cfg.strategy.name == "deepspeed":
+        _check_deepspeed_toolchain()
     model_config = load_model_config(cfg.model)  # fails fast (one line) when the hub is unreachable
+    if cfg.peft.method == "lora":
+        check_lora_targets(cfg.model, cfg.peft, model_config)
     context = max_context(model_config)
     if context is not None and cfg.data.seq_len > context:
         raise ConfigError(f"data.seq_len={cfg.data.seq_len} is longer than the model's context of {context} "
@@ -55,6 +97,7 @@ def preflight(cfg: RTuneConfig):
                           f"{cfg.trainer.micro_batch_size}: use more data, a smaller data.seq_len, micro batch or "
                           "num_workers")
     run_dir = _check_storage(cfg)
+    _resume_point(cfg, run_dir)
     return prepared, run_dir
 
 
@@ -66,18 +109,19 @@ def worker_env(use_gpu: bool) -> Dict[str, str]:
     return env
 
 
-def init_local_ray(num_cpus: int, use_gpu: bool = False) -> None:
+def init_local_ray(num_cpus: int, use_gpu: bool = False, log_to_driver: bool = True) -> None:
     """Start a local Ray with the dashboard on loopback (without it Ray logs an error every 2 s)."""
     import ray
 
     ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
-             runtime_env={"env_vars": worker_env(use_gpu)}, logging_level="warning")
+             runtime_env={"env_vars": worker_env(use_gpu)}, logging_level="warning", log_to_driver=log_to_driver)
 
 
-def _init_ray(cfg: RTuneConfig) -> bool:
+def _init_ray(cfg: RTuneConfig, driver_progress: bool) -> bool:
     """Join the cluster named by ray_address / RAY_ADDRESS, or start a local one on 127.0.0.1.
 
-    Returns True when this call started Ray (and so should shut it down).
+    With driver_progress, worker logs stay in Ray's session logs (/tmp/ray/session_latest/logs) and the
+    driver shows rtune's own progress instead. Returns True when this call started Ray.
     """
     import ray
 
@@ -87,11 +131,12 @@ def _init_ray(cfg: RTuneConfig) -> bool:
     if address:
         ray.init(address=address, runtime_env={"env_vars": worker_env(cfg.use_gpu)}, logging_level="warning")
     else:
-        init_local_ray(max(os.cpu_count() or 1, cfg.num_workers * cfg.cpus_per_worker), cfg.use_gpu)
+        init_local_ray(max(os.cpu_count() or 1, cfg.num_workers * cfg.cpus_per_worker), cfg.use_gpu,
+                       log_to_driver=not driver_progress)
     return True
 
 
-def _summarize(cfg: RTuneConfig, result, run_dir: Optional[str], wall_s: float) -> Dict[str, Any]:
+def _summarize(cfg: RTuneConfig, result, run_dir: Optional[str], wall_s: float, packing: float) -> Dict[str, Any]:
     returned = getattr(result, "return_value", None) or {}
     best = None
     ranked = [(m["eval_loss"], c.path) for c, m in (result.best_checkpoints or []) if m.get("eval_loss") is not None]
@@ -107,8 +152,14 @@ def _summarize(cfg: RTuneConfig, result, run_dir: Optional[str], wall_s: float) 
         "eval_loss": returned.get("eval_loss", latest_metrics.get("eval_loss")),
         "initial_eval_loss": None,
         "steady_tokens_per_s": returned.get("steady_tokens_per_s"),
+        "steady_mfu": returned.get("steady_mfu"),
+        "mfu_peak_source": returned.get("mfu_peak_source"),
         "trainable_params": returned.get("trainable_params"),
+        "total_params": returned.get("total_params"),
+        "train_peak_rss_mb_per_worker": [round(m) for m in returned.get("train_peak_rss_mb_per_worker") or []],
+        "peak_rss_mb_per_worker": [round(m) for m in returned.get("peak_rss_mb_per_worker") or []],
         "num_workers": cfg.num_workers,
+        "packing_non_pad_fraction": round(packing, 5),
         "wall_s": round(wall_s, 1),
     }
     if run_dir:
@@ -138,16 +189,22 @@ def train(cfg: RTuneConfig) -> Dict[str, Any]:
 
     start = time.perf_counter()
     prepared, run_dir = preflight(cfg)
+    packing = prepared.train_fill
     print(f"[rtune] run {cfg.run_name}: {prepared.train_documents} train / {prepared.val_documents} val documents,"
-          f" {prepared.train_tokens:,} / {prepared.val_tokens:,} tokens -> {run_dir or cfg.storage_path}", flush=True)
-    started_ray = _init_ray(cfg)
+          f" {prepared.train_tokens:,} / {prepared.val_tokens:,} tokens, packed {100 * packing:.2f}% non-padding"
+          f" -> {run_dir or cfg.storage_path}", flush=True)
+    # On a local cluster the driver reads rank 0's metrics from disk; elsewhere rank 0 prints them.
+    local_cluster = not (cfg.ray_address or os.environ.get("RAY_ADDRESS"))
+    driver_progress = run_dir is not None and local_cluster and os.environ.get("RTUNE_WORKER_LOGS") != "1"
+    started_ray = _init_ray(cfg, driver_progress)
+    progress = DriverProgress(run_dir, cfg.trainer.max_steps) if driver_progress and started_ray else None
     try:
         resources = {"CPU": cfg.cpus_per_worker}
         if cfg.use_gpu:
             resources["GPU"] = 1
         trainer = TorchTrainer(
             train_loop_per_worker,
-            train_loop_config={"cfg": to_dict(cfg), "data": prepared.to_dict()},
+            train_loop_config={"cfg": to_dict(cfg), "data": prepared.to_dict(), "echo_progress": progress is None},
             scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                          resources_per_worker=resources),
             run_config=RunConfig(
@@ -159,12 +216,19 @@ def train(cfg: RTuneConfig) -> Dict[str, Any]:
                 failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
             ),
         )
+        if progress is not None:
+            progress.start()
         try:
             result = trainer.fit()
+        except (KeyboardInterrupt, SystemExit):  # Ray's SIGINT handler aborts the run, then exits
+            raise Interrupted(cfg) from None
         except Exception as err:  # TrainingFailedError wraps the worker's exception
             raise TrainingFailed(cfg, err) from err
-        return _summarize(cfg, result, run_dir, time.perf_counter() - start)
+        summary = _summarize(cfg, result, run_dir, time.perf_counter() - start, packing)
+        return summary
     finally:
+        if progress is not None:
+            progress.stop()
         if started_ray:
             import ray
 
@@ -181,6 +245,14 @@ class TrainingFailed(RuntimeError):
         first = (str(root).strip().splitlines() or [type(root).__name__])[-1]
         super().__init__(f"training failed: {type(root).__name__}: {first[:300]}. Checkpoints written so far are "
                          f"kept; resume with: {resume_command(cfg)}")
+
+
+class Interrupted(RuntimeError):
+    """Ctrl-C: Ray aborted the workers; what was checkpointed is kept."""
+
+    def __init__(self, cfg: RTuneConfig):
+        super().__init__(f"interrupted; the workers were stopped and checkpoints written so far are kept. "
+                         f"Resume with: {resume_command(cfg)}")
 
 
 def format_summary(summary: Dict[str, Any]) -> str:

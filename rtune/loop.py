@@ -12,6 +12,7 @@ import contextlib
 import math
 import os
 import random
+import resource
 import shutil
 import signal
 import tempfile
@@ -24,9 +25,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from rtune import checkpoint as ckpt
 from rtune.config import RTuneConfig, from_dict, is_uri
 from rtune.data import PackedBlocks, PreparedData, prepare_data
-from rtune.metrics import METRICS_FILE, ProgressLog
+from rtune.metrics import METRICS_FILE, ProgressLog, flops_per_token, peak_flops, peak_rss_mb, reset_peak_rss
 from rtune.model import build_model, count_parameters, load_tokenizer_from
-from rtune.optim import build_optimizer, build_scheduler
+from rtune.strategy import Strategy, make_strategy
 
 
 def _all_reduce_sum(values: list[float], device) -> list[float]:
@@ -36,15 +37,19 @@ def _all_reduce_sum(values: list[float], device) -> list[float]:
     return tensor.tolist()
 
 
-def _gather_rng_states() -> list:
-    """Every rank's RNG state (dropout masks), gathered to all ranks so rank 0 can save them."""
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+def _rng_state() -> Dict[str, Any]:
+    """This rank's RNG state: dropout masks must continue exactly after a resume."""
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+
+
+def _gather_objects(value: Any) -> list:
+    """One picklable value from every rank, in rank order, on every rank (a collective)."""
     if dist.is_available() and dist.is_initialized():
-        states = [None] * dist.get_world_size()
-        dist.all_gather_object(states, state)
-        return states
-    return [state]
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, value)
+        return gathered
+    return [value]
 
 
 def _restore_rng(states: list, rank: int, world_size: int) -> None:
@@ -87,16 +92,22 @@ class BatchStream:
 @torch.no_grad()
 def evaluate(model, dataset: PackedBlocks, micro_batch_size: int, max_batches: Optional[int], rank: int,
              world_size: int, device, autocast) -> float:
-    """Mean loss per non-padding token over the validation set, split across ranks (exact average)."""
+    """Mean loss per non-padding token over the validation set, split across ranks (exact average).
+
+    Every rank runs the same number of forward passes (sharded models gather weights collectively):
+    a rank with fewer blocks re-reads block 0 and masks it out.
+    """
     was_training = model.training
     model.eval()
-    indices = list(range(rank, len(dataset), world_size))
+    per_rank = -(-len(dataset) // world_size)
+    indices = [i if i < len(dataset) else -1 for i in range(rank, per_rank * world_size, world_size)]
     batches = [indices[i:i + micro_batch_size] for i in range(0, len(indices), micro_batch_size)]
     loss_sum, n_tokens = 0.0, 0
     for batch_indices in batches[:max_batches]:
-        items = [dataset[i] for i in batch_indices]
+        items = [dataset[max(i, 0)] for i in batch_indices]
         input_ids = torch.stack([it["input_ids"] for it in items]).to(device)
         labels = torch.stack([it["labels"] for it in items]).to(device)
+        labels[torch.tensor(batch_indices, device=device) < 0] = -100  # padding rows count for nothing
         with autocast:
             logits = model(input_ids=input_ids).logits
         targets = labels[:, 1:]
@@ -151,18 +162,23 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     ray_ckpt = ray.train.get_checkpoint()
     with (ray_ckpt.as_directory() if ray_ckpt else contextlib.nullcontext()) as ray_ckpt_dir:
         resume_dir = ckpt.choose_resume_dir(ray_ckpt_dir, run_dir)
-        state = ckpt.load_trainer_state(resume_dir) if resume_dir else None
-        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        model = build_model(cfg.model, len(tokenizer), tokenizer.eos_token_id, checkpoint_dir=resume_dir)
+    state = ckpt.load_trainer_state(resume_dir) if resume_dir else None
+    strategy = make_strategy(cfg, rank, world_size, device)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    # Full weights come straight from the checkpoint; a LoRA run rebuilds its base and loads the adapter.
+    weights_dir = resume_dir if cfg.peft.method == "none" else None
+    with strategy.model_init():
+        model = build_model(cfg.model, len(tokenizer), tokenizer.eos_token_id, checkpoint_dir=weights_dir)
     if t.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
-    trainable, total = count_parameters(model)
-    model = ray.train.torch.prepare_model(model)  # DDP across workers (a no-op wrapper for 1 worker)
-    raw_model = model.module if hasattr(model, "module") else model
-
-    optimizer = build_optimizer(raw_model, cfg.optim)
-    scheduler = build_scheduler(optimizer, t.max_steps, cfg.optim)
+    # LoRA on a model built from config: the base exists nowhere else, so checkpoints carry a copy of its
+    # pristine weights (taken before peft rewrites the modules) for export and generate.
+    base_model = None
+    if cfg.peft.method == "lora" and cfg.model.name_or_path is None and rank == 0:
+        base_model = (model, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    strategy.setup(model)  # LoRA, then DDP (prepare_model) / FSDP2 / DeepSpeed, optimizer, schedule
+    trainable, total = count_parameters(strategy.raw)
     sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed,
                                  drop_last=True)
     # A private generator keeps the DataLoader from drawing on the global RNG, so dropout masks do
@@ -173,8 +189,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     step = 0
     batches = BatchStream(loader, sampler)
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        strategy.load(resume_dir, state)
         step = state["step"]
         batches = BatchStream(loader, sampler, **state["data"])
         _restore_rng(state["rng"], rank, world_size)
@@ -182,16 +197,25 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         torch.manual_seed(cfg.seed + rank)  # distinct dropout masks per rank
 
     tokens_per_step = world_size * t.micro_batch_size * t.grad_accum_steps * cfg.data.seq_len
-    if is_main:
-        print(f"[rtune] {'resuming from ' + resume_dir + ' at step ' + str(step) if resume_dir else 'starting fresh'}"
-              f" | {world_size} worker(s) on {device} | {trainable:,} of {total:,} parameters trainable"
-              f" | {prepared.train_blocks} train blocks x {cfg.data.seq_len} tokens, {len(sampler)} per worker"
-              f" per epoch | {tokens_per_step:,} tokens per step", flush=True)
-    progress = ProgressLog(os.path.join(run_dir, METRICS_FILE) if run_dir else None, step, t.max_steps, is_main)
+    peak_per_worker, peak_source = peak_flops(device, t.precision, cfg.cpus_per_worker)
+    progress = ProgressLog(os.path.join(run_dir, METRICS_FILE) if run_dir else None, step, t.max_steps, is_main,
+                           echo=config.get("echo_progress", True),
+                           flops_per_token=flops_per_token(strategy.raw.config, total, cfg.data.seq_len),
+                           peak_flops_total=peak_per_worker * world_size)
+    progress.event(f"{'resuming from ' + resume_dir + ' at step ' + str(step) if resume_dir else 'starting fresh'}"
+                   f" | {world_size} worker(s) on {device}, {cfg.strategy.name}"
+                   f" | {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)"
+                   f" | {prepared.train_blocks} train blocks x {cfg.data.seq_len} tokens, {len(sampler)} per worker"
+                   f" per epoch | {tokens_per_step:,} tokens per step | MFU peak: {peak_source}", step=step,
+                   resumed_from=resume_dir)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     eval_loss: Optional[float] = None
     window = [0.0, 0.0, 0.0]  # loss sum, steps, non-padding tokens since the last log line
 
+    model = strategy.model
+    run_peak_rss_mb = peak_rss_mb()  # so far: imports, model build, wrapping
+    reset_peak_rss()  # from here on: what training itself holds (until the first checkpoint is written)
+    train_peak_rss_mb: Optional[float] = None
     if step == 0:  # the starting point of the eval-loss curve
         eval_loss = evaluate(model, val_set, t.micro_batch_size, t.eval_max_batches, rank, world_size, device,
                              autocast)
@@ -201,23 +225,16 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     model.train()
     while step < t.max_steps:
         step_loss, step_tokens = 0.0, 0
+        lr = strategy.lr()
         for micro_step in range(t.grad_accum_steps):
             batch = batches.next()
-            last_micro = micro_step == t.grad_accum_steps - 1
-            # DDP all-reduces gradients on every backward unless told not to: only the last one syncs.
-            sync = model.no_sync() if (not last_micro and hasattr(model, "no_sync")) else contextlib.nullcontext()
-            with sync:
+            with strategy.accumulating(is_last_micro_step=micro_step == t.grad_accum_steps - 1):
                 with autocast:
                     loss = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
-                (loss / t.grad_accum_steps).backward()
+                strategy.backward(loss)
             step_loss += loss.item() / t.grad_accum_steps
             step_tokens += int((batch["labels"] != -100).sum())
-        if t.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        strategy.step()  # clip, optimizer, schedule
         step += 1
         window = [window[0] + step_loss, window[1] + 1, window[2] + step_tokens]
         progress.step(step, step_tokens * world_size)
@@ -235,42 +252,58 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
                 eval_loss = evaluate(model, val_set, t.micro_batch_size, t.eval_max_batches, rank, world_size,
                                      device, autocast)
                 record.update(eval_loss=eval_loss, eval_ppl=math.exp(min(eval_loss, 50.0)))
-                _report(cfg, step, record, do_checkpoint, raw_model, tokenizer, optimizer, scheduler, batches, rank)
-        if record:
+        if record:  # logged before the checkpoint exists, so a resumed run's record has no gaps
             progress.log(step, record, window_tokens)
+        if do_checkpoint and train_peak_rss_mb is None:
+            train_peak_rss_mb = peak_rss_mb()
+        if do_eval:
+            with progress.paused():
+                _report(cfg, step, record, do_checkpoint, strategy, tokenizer, batches, base_model)
         _maybe_inject_fault(cfg, step, rank, run_dir)
 
     # ---- summary: rank 0's return value becomes Result.return_value on the driver ------------------
+    peaks = _gather_objects({"train": train_peak_rss_mb or peak_rss_mb(),
+                             "run": max(run_peak_rss_mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)})
     if not is_main:
         return None
     return {"final_step": step, "eval_loss": eval_loss, "steady_tokens_per_s": progress.steady_tokens_per_s(),
-            "trainable_params": trainable, "total_params": total}
+            "steady_mfu": progress.steady_mfu(), "mfu_peak_source": peak_source,
+            "trainable_params": trainable, "total_params": total,
+            "train_peak_rss_mb_per_worker": [p["train"] for p in peaks],
+            "peak_rss_mb_per_worker": [p["run"] for p in peaks]}
 
 
-def _report(cfg: RTuneConfig, step: int, record: Dict[str, Any], with_checkpoint: bool, raw_model, tokenizer,
-            optimizer, scheduler, batches: BatchStream, rank: int) -> None:
-    """Report metrics from every rank (a barrier); on checkpoint steps rank 0 attaches a checkpoint."""
+def _report(cfg: RTuneConfig, step: int, record: Dict[str, Any], with_checkpoint: bool, strategy: Strategy,
+            tokenizer, batches: BatchStream, base_model) -> None:
+    """Report metrics from every rank (a barrier); on checkpoint steps every rank writes its part.
+
+    Each rank saves into its own temporary directory and reports it under the same directory name;
+    Ray uploads them all into one checkpoint. Rank 0 writes the marker last, listing every rank's files.
+    """
     import ray.train
+    from ray.train import Checkpoint
+
+    from rtune.config import to_dict
 
     metrics = {"step": step, **{k: float(v) for k, v in record.items()}}
     if not with_checkpoint:
         ray.train.report(metrics)
         return
-    rng_states = _gather_rng_states()  # a collective: every rank joins, rank 0 keeps the result
-    tmp_dir = None
-    checkpoint = None
-    if rank == 0:
-        from ray.train import Checkpoint
-
-        from rtune.config import to_dict
-
-        tmp_dir = tempfile.mkdtemp(prefix="rtune-ckpt-")
-        trainer_state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "rng": rng_states, "data": batches.state()}
-        ckpt.save(tmp_dir, raw_model, tokenizer, trainer_state, to_dict(cfg), metrics)
-        checkpoint = Checkpoint.from_directory(tmp_dir)
+    rng_states = _gather_objects(_rng_state())  # a collective: every rank joins, rank 0 keeps the result
+    tmp_dir = tempfile.mkdtemp(prefix="rtune-ckpt-")
     try:
+        resume_state = strategy.save(tmp_dir)  # a collective for sharded strategies
+        if strategy.rank == 0:
+            trainer_state = {"step": step, "rng": rng_states, "data": batches.state(), **resume_state}
+            ckpt.write_rank0_files(tmp_dir, tokenizer, trainer_state, to_dict(cfg))
+            if base_model is not None:  # LoRA on a model built from config: keep the base it adapts
+                module, pristine = base_model
+                module.save_pretrained(os.path.join(tmp_dir, "base_model"), state_dict=dict(pristine),
+                                       safe_serialization=True)  # a copy: save_pretrained empties the dict
+        files_by_rank = _gather_objects(ckpt.list_files(tmp_dir))
+        if strategy.rank == 0:
+            ckpt.write_marker(tmp_dir, step, metrics, {k: v for files in files_by_rank for k, v in files.items()})
+        checkpoint = Checkpoint.from_directory(tmp_dir) if os.listdir(tmp_dir) else None
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=ckpt.dir_name(step))
     finally:
-        if tmp_dir:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
+        shutil.rmtree(tmp_dir, ignore_errors=True)

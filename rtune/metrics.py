@@ -12,11 +12,78 @@ import contextlib
 import json
 import os
 import sys
+import threading
 import time
 from typing import Any, Dict, List, Optional
 
 WARMUP_STEPS = 2
+# Dense (no sparsity) peak FLOP/s per GPU from NVIDIA's datasheets (SXM parts); fp32 is the non-tensor-core
+# rate, which torch uses for fp32 matmuls unless TF32 is enabled.
+GPU_PEAK_FLOPS = {"H200": {"bf16": 989e12, "fp32": 67e12}, "H100": {"bf16": 989e12, "fp32": 67e12},
+                  "A100": {"bf16": 312e12, "fp32": 19.5e12}, "L40S": {"bf16": 362e12, "fp32": 91.6e12},
+                  "A10G": {"bf16": 70e12, "fp32": 31.2e12}, "L4": {"bf16": 121e12, "fp32": 30.3e12}}
 METRICS_FILE = "metrics.jsonl"
+EVENTS_FILE = "events.jsonl"  # starts, resumes and restarts of the worker group
+
+
+def flops_per_token(model_config, n_params: int, seq_len: int) -> float:
+    """Training FLOPs per token: 6N for the matmuls (forward + backward) + 12*L*d*T for attention (PaLM, nanoGPT)."""
+    layers = getattr(model_config, "num_hidden_layers", None) or getattr(model_config, "n_layer", 0)
+    width = getattr(model_config, "hidden_size", None) or getattr(model_config, "n_embd", 0)
+    return 6 * n_params + 12 * layers * width * seq_len
+
+
+def peak_flops(device, precision: str, cpus_per_worker: int) -> tuple[float, str]:
+    """(peak FLOP/s of one worker's device, where the figure comes from)."""
+    key = "bf16" if precision == "bf16" else "fp32"
+    if device.type == "cuda":
+        import torch
+
+        name = torch.cuda.get_device_name(device)
+        for gpu, peaks in GPU_PEAK_FLOPS.items():
+            if gpu in name:
+                return peaks[key], f"{gpu} {key} datasheet peak"
+        return float("nan"), f"unknown GPU {name!r}: no peak in the table"
+    flags = ""
+    ghz = 0.0
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags") and not flags:
+                    flags = line
+                if line.startswith("cpu MHz") and not ghz:
+                    ghz = float(line.split(":")[1]) / 1000
+        with open("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq") as f:
+            ghz = int(f.read()) / 1e6
+    except (OSError, ValueError):
+        pass
+    # fp32 FLOPs/cycle/core: 2 FMA units x vector lanes x 2 (AVX-512: 16 lanes, AVX2: 8, else 4 by SSE).
+    per_cycle = 64 if "avx512f" in flags else (32 if "avx2" in flags else 16)
+    return (cpus_per_worker * (ghz or 2.0) * 1e9 * per_cycle,
+            f"CPU assumption: {cpus_per_worker} core(s) x {ghz or 2.0:.2f} GHz x {per_cycle} fp32 FLOPs/cycle")
+
+
+def reset_peak_rss() -> None:
+    """Restart this process's resident-set high-water mark (Linux: writing 5 to clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set since the last reset_peak_rss (VmHWM), else since the process started."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def format_duration(seconds: float) -> str:
@@ -34,10 +101,14 @@ class ProgressLog:
         start_step: Step the run (re)started from; lines past it from an earlier attempt are dropped.
         max_steps: Total steps, for the ETA.
         enabled: False on every rank but 0.
+        echo: Print progress lines here (False when the driver renders them from the files).
     """
 
-    def __init__(self, metrics_path: Optional[str], start_step: int, max_steps: int, enabled: bool):
+    def __init__(self, metrics_path: Optional[str], start_step: int, max_steps: int, enabled: bool,
+                 echo: bool = True, flops_per_token: float = 0.0, peak_flops_total: float = 0.0):
+        self.flops_per_token, self.peak_flops_total = flops_per_token, peak_flops_total
         self.enabled = enabled
+        self.echo = echo
         self.metrics_path = metrics_path if enabled else None
         self.max_steps = max_steps
         self.start_step = start_step
@@ -70,6 +141,12 @@ class ProgressLog:
             return None
         return self.steady_tokens / self._steady_elapsed()
 
+    def steady_mfu(self) -> Optional[float]:
+        tokens_per_s = self.steady_tokens_per_s()
+        if tokens_per_s is None or not self.peak_flops_total > 0:
+            return None
+        return tokens_per_s * self.flops_per_token / self.peak_flops_total
+
     def step(self, step: int, tokens: int) -> None:
         """Account one finished optimizer step that processed `tokens` non-padding tokens (all ranks)."""
         if step - self.start_step == WARMUP_STEPS:
@@ -82,30 +159,137 @@ class ProgressLog:
         """Print one progress line and append `record` (plus step, tokens/s, ETA) to metrics.jsonl."""
         now = time.perf_counter()
         elapsed = now - self.window_start
-        record = {"step": step, **record, "tokens_per_s": round(window_tokens / max(elapsed, 1e-9), 1)}
+        tokens_per_s = window_tokens / max(elapsed, 1e-9)
+        record = {"step": step, **record, "tokens_per_s": round(tokens_per_s, 1), "time": round(time.time(), 3)}
+        if self.peak_flops_total > 0 and window_tokens:
+            record["mfu"] = round(tokens_per_s * self.flops_per_token / self.peak_flops_total, 5)
         if not self.enabled:
             return
         if self.steady_steps:
             per_step = self._steady_elapsed() / self.steady_steps
             record["eta_s"] = round(per_step * (self.max_steps - step), 1)
-        self._append(record)
+        self._append(self.metrics_path, record)
         self.window_start = time.perf_counter()
-        parts = [f"step {step}/{self.max_steps}"]
-        if "loss" in record:
-            parts.append(f"loss {record['loss']:.4f}")
-        if "eval_loss" in record:
-            parts.append(f"eval_loss {record['eval_loss']:.4f} (ppl {record['eval_ppl']:.1f})")
-        if "lr" in record:
-            parts.append(f"lr {record['lr']:.2e}")
-        parts.append(f"{record['tokens_per_s']:,.0f} tok/s")
-        if "eta_s" in record:
-            parts.append(f"eta {format_duration(record['eta_s'])}")
-        print("[rtune] " + " | ".join(parts), file=sys.stdout, flush=True)
+        if self.echo:
+            print("[rtune] " + format_record(record, self.max_steps), file=sys.stdout, flush=True)
 
-    def _append(self, record: Dict[str, Any]) -> None:
-        if self.metrics_path:
-            with open(self.metrics_path, "a") as f:
+    def event(self, message: str, **fields: Any) -> None:
+        """Record a start/resume of the worker group (rank 0) in events.jsonl."""
+        if not self.enabled:
+            return
+        events_path = os.path.join(os.path.dirname(self.metrics_path), EVENTS_FILE) if self.metrics_path else None
+        self._append(events_path, {"time": time.time(), "message": message, **fields})
+        if self.echo:
+            print(f"[rtune] {message}", flush=True)
+
+    @staticmethod
+    def _append(path: Optional[str], record: Dict[str, Any]) -> None:
+        if path:
+            with open(path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+def format_record(record: Dict[str, Any], max_steps: int) -> str:
+    """One progress line: step, loss, eval loss, lr, tokens/s, ETA."""
+    parts = [f"step {record['step']}/{max_steps}"]
+    if "loss" in record:
+        parts.append(f"loss {record['loss']:.4f}")
+    if "eval_loss" in record:
+        parts.append(f"eval_loss {record['eval_loss']:.4f} (ppl {record['eval_ppl']:.1f})")
+    if "lr" in record:
+        parts.append(f"lr {record['lr']:.2e}")
+    parts.append(f"{record['tokens_per_s']:,.0f} tok/s")
+    if "mfu" in record:
+        parts.append(f"mfu {100 * record['mfu']:.1f}%")
+    if "eta_s" in record:
+        parts.append(f"eta {format_duration(record['eta_s'])}")
+    return " | ".join(parts)
+
+
+class _Tail:
+    """New JSON lines of a file that may be truncated and rewritten (a resumed run trims metrics.jsonl)."""
+
+    def __init__(self, path: str):
+        self.path, self.offset = path, 0
+
+    def read(self) -> List[Dict[str, Any]]:
+        try:
+            size = os.path.getsize(self.path)
+        except OSError:
+            return []
+        if size < self.offset:
+            self.offset = 0
+        with open(self.path) as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        complete = chunk[: chunk.rfind("\n") + 1]  # a half-written last line waits for the next poll
+        self.offset += len(complete.encode())
+        out = []
+        for line in complete.splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+
+class DriverProgress(threading.Thread):
+    """Renders rank 0's metrics on the driver: a tqdm bar on a terminal, plain lines otherwise.
+
+    Used when the run directory is on the driver's disk; worker output then stays in Ray's logs, so
+    the user sees rtune's progress and not Ray's log stream (e.g. a restarted worker's traceback).
+    """
+
+    def __init__(self, run_dir: str, max_steps: int, poll_s: float = 0.5):
+        super().__init__(daemon=True)
+        self.max_steps, self.poll_s = max_steps, poll_s
+        self.metrics = _Tail(os.path.join(run_dir, METRICS_FILE))
+        self.events = _Tail(os.path.join(run_dir, EVENTS_FILE))
+        for tail in (self.metrics, self.events):  # only what this invocation writes
+            tail.offset = os.path.getsize(tail.path) if os.path.exists(tail.path) else 0
+        self.last_step = -1
+        self._stop_event = threading.Event()
+        self.bar = None
+        if sys.stdout.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=max_steps, desc="rtune", unit="step", dynamic_ncols=True)
+
+    def _say(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def poll(self) -> None:
+        for event in self.events.read():
+            self._say(f"[rtune] {event.get('message', '')}")
+        for record in self.metrics.read():
+            step = record.get("step", 0)
+            if step <= self.last_step and "loss" in record:
+                continue  # re-read after a resume trimmed the file
+            self.last_step = max(self.last_step, step)
+            if self.bar is not None:
+                self.bar.n = step
+                postfix = {"loss": f"{record['loss']:.3f}"} if "loss" in record else {}
+                postfix["tok/s"] = f"{record['tokens_per_s']:,.0f}"
+                self.bar.set_postfix(postfix, refresh=True)
+                if "eval_loss" in record:
+                    self.bar.write("[rtune] " + format_record(record, self.max_steps))
+            else:
+                self._say("[rtune] " + format_record(record, self.max_steps))
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.poll_s):
+            self.poll()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(timeout=5)
+        self.poll()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _truncate_after(path: str, step: int) -> None:

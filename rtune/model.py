@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Iterable, Optional
+from typing import Iterable, List, Optional
 
-from rtune.config import ConfigError, ModelConfig
+from rtune.config import ConfigError, ModelConfig, PeftConfig
 
 EOS_TOKEN = "<|endoftext|>"
 
@@ -142,6 +142,59 @@ def count_parameters(model) -> tuple[int, int]:
         if id(p) in seen:
             continue
         seen.add(id(p))
-        total += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
+        numel = getattr(p, "ds_numel", None) or p.numel()  # ZeRO-3 leaves only a local partition in p
+        total += numel
+        trainable += numel if p.requires_grad else 0
     return trainable, total
+
+
+# Default LoRA targets per architecture: the attention projections, as in the LoRA paper.
+LORA_TARGETS = {
+    "gpt2": ["c_attn"], "gpt_neox": ["query_key_value"], "falcon": ["query_key_value"],
+    "bloom": ["query_key_value"], "phi3": ["qkv_proj"],
+    **{t: ["q_proj", "v_proj"] for t in ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2",
+                                         "gemma3_text", "phi", "opt", "gptj", "olmo", "olmo2", "starcoder2")},
+}
+
+
+def adaptable_modules(model) -> List[str]:
+    """Names (last component) of the Linear / Conv1D layers LoRA can adapt."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    return sorted({name.split(".")[-1] for name, module in model.named_modules()
+                   if isinstance(module, (torch.nn.Linear, Conv1D))})
+
+
+def lora_targets(peft: PeftConfig, model) -> List[str]:
+    """The modules to adapt, checked against the model; ConfigError lists the candidates."""
+    candidates = adaptable_modules(model)
+    model_type = getattr(model.config, "model_type", "?")
+    targets = list(peft.target_modules) if peft.target_modules else LORA_TARGETS.get(model_type)
+    if not targets:
+        raise ConfigError(f"no default LoRA targets for model_type {model_type!r}: set peft.target_modules=[...] "
+                          f"from: {', '.join(candidates)}")
+    missing = [t for t in targets if t not in candidates]
+    if missing:
+        raise ConfigError(f"peft.target_modules {missing} not found in the model; candidates: {', '.join(candidates)}")
+    return targets
+
+
+def check_lora_targets(cfg: ModelConfig, peft: PeftConfig, model_config) -> None:
+    """Driver-side check on a weightless (meta-device) copy of the model: no memory, no download."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(model_config, trust_remote_code=cfg.trust_remote_code)
+    lora_targets(peft, skeleton)
+
+
+def apply_lora(model, peft: PeftConfig):
+    """Wrap in a peft LoRA model: base weights frozen, only adapters train."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout,
+                        target_modules=lora_targets(peft, model), task_type="CAUSAL_LM",
+                        fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2")  # GPT-2 uses Conv1D
+    return get_peft_model(model, config)

@@ -94,3 +94,27 @@ def test_hydra_flags_still_work():
 def test_unknown_command():
     proc = run_cli("trian")
     assert proc.returncode == 2 and "unknown command 'trian'" in proc.stderr
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["strategy=deepspeed", "strategy.zero_stage=4"], ["strategy.zero_stage must be 1, 2 or 3"]),
+    (["peft=lora", "peft.target_modules=[q_proj]"], ["peft.target_modules ['q_proj'] not found", "c_attn"]),
+    (["peft=lora", "strategy=fsdp"], ["peft=lora composes with strategy=ddp or strategy=deepspeed"]),
+    (["strategy.offload_optimizer=cpu"], ["needs strategy=deepspeed"]),
+])
+def test_strategy_and_peft_errors(args, needles, tmp_path):
+    assert_one_line_error(run_cli("train", f"storage_path={tmp_path}", *args), *needles)
+
+
+def test_deepspeed_without_a_compiler_says_what_to_install(tmp_path):
+    bin_dir = os.path.dirname(sys.executable)  # python only: no c++, g++ or ninja on this PATH
+    proc = run_cli("train", "strategy=deepspeed", f"storage_path={tmp_path}", env_extra={"PATH": bin_dir})
+    if "ninja" in proc.stderr:
+        pytest.skip("a C++ compiler sits next to this Python; cannot hide it")
+    assert_one_line_error(proc, "no C++ compiler", "apt-get install g++")
+
+
+def test_export_and_generate_refuse_bad_paths(tmp_path):
+    assert_one_line_error(run_cli("export", str(tmp_path), str(tmp_path / "out")), "is not an rtune checkpoint")
+    assert_one_line_error(run_cli("generate", str(tmp_path / "missing"), "prompt=fn"), "does not exist")
+    assert_one_line_error(run_cli("generate", str(tmp_path), "prompt=fn"), "not an rtune checkpoint or a Hugging Face")

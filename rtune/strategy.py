@@ -1,0 +1,251 @@
+"""DDP, FSDP2 and DeepSpeed ZeRO behind one small interface, so the worker loop has one shape.
+
+    strategy.setup(model)            wrap (LoRA, DDP / fully_shard / deepspeed.initialize), build optimizer
+    with strategy.accumulating(last): loss = strategy.model(...).loss; strategy.backward(loss)
+    strategy.step()                  clip, optimizer, schedule (DeepSpeed does this inside backward)
+    strategy.save(dir, rank)         a collective: resume state for every rank, HF weights on rank 0
+    strategy.load(dir, state)        restore after `setup`
+
+Which files each strategy writes into a checkpoint:
+    ddp        rank 0: HF model (or LoRA adapter) + optimizer/scheduler in trainer_state.pt
+    fsdp       rank 0: consolidated HF model (full state dict) + full optimizer state in trainer_state.pt
+    deepspeed  every rank: its ZeRO shards under deepspeed/; rank 0: consolidated HF model (16-bit gather
+               under ZeRO-3) or adapter. DeepSpeed's own helper scripts are removed: checkpoints hold no code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+from typing import Any, Dict
+
+import torch
+
+from rtune.config import RTuneConfig
+from rtune.model import apply_lora
+from rtune.optim import build_optimizer, build_scheduler
+
+
+class Strategy:
+    """DDP (Ray's prepare_model) and the shared plumbing; subclasses change what differs."""
+
+    def __init__(self, cfg: RTuneConfig, rank: int, world_size: int, device: torch.device):
+        self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, device
+        self.lora = cfg.peft.method == "lora"
+        self.model = None  # what the loop calls forward on
+        self.raw = None  # the HF (or peft) model underneath any wrapper
+
+    def model_init(self):
+        """Context in which the model is built (ZeRO-3 builds it already partitioned)."""
+        return contextlib.nullcontext()
+
+    def setup(self, model) -> None:
+        import ray.train.torch
+
+        self.raw = apply_lora(model, self.cfg.peft) if self.lora else model
+        self.model = ray.train.torch.prepare_model(self.raw)  # DDP; no wrapper for one worker
+        self._build_optimizer()
+
+    def _build_optimizer(self) -> None:
+        self.optimizer = build_optimizer(self.raw, self.cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, self.cfg.trainer.max_steps, self.cfg.optim)
+
+    def accumulating(self, is_last_micro_step: bool):
+        """DDP all-reduces gradients on every backward unless told not to: only the last one syncs."""
+        if is_last_micro_step or not hasattr(self.model, "no_sync"):
+            return contextlib.nullcontext()
+        return self.model.no_sync()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.cfg.trainer.grad_accum_steps).backward()
+
+    def step(self) -> None:
+        if self.cfg.trainer.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in self.raw.parameters() if p.requires_grad],
+                                           self.cfg.trainer.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def save(self, out_dir: str) -> Dict[str, Any]:
+        """Write this rank's part of a checkpoint (a collective); returns state for trainer_state.pt."""
+        if self.rank == 0:
+            self.raw.save_pretrained(out_dir, safe_serialization=True)  # full model, or adapter under LoRA
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load(self, ckpt_dir: str, state: Dict[str, Any]) -> None:
+        """Restore after setup(). Full weights were loaded when the model was built; LoRA loads its adapter."""
+        if self.lora:
+            _load_adapter(self.raw, ckpt_dir)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+def _load_adapter(peft_model, ckpt_dir: str) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(peft_model, load_file(os.path.join(ckpt_dir, "adapter_model.safetensors")))
+
+
+class FSDPStrategy(Strategy):
+    """FSDP2: every transformer block is a shard unit; checkpoints gather a full state dict on rank 0."""
+
+    def setup(self, model) -> None:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        model.to(self.device)
+        mesh = init_device_mesh(self.device.type, (self.world_size,))
+        block_classes = set(getattr(model, "_no_split_modules", None) or [])
+        for module in model.modules():
+            if type(module).__name__ in block_classes:
+                fully_shard(module, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        self.raw = self.model = model
+        self._build_optimizer()
+
+    def accumulating(self, is_last_micro_step: bool):
+        self.model.set_requires_gradient_sync(is_last_micro_step)  # reduce-scatter only on the last one
+        return contextlib.nullcontext()
+
+    def _full_state_options(self):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+    def save(self, out_dir: str) -> Dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+        weights = get_model_state_dict(self.model, options=self._full_state_options())  # collectives
+        optimizer = get_optimizer_state_dict(self.model, self.optimizer, options=self._full_state_options())
+        if self.rank == 0:
+            self.raw.save_pretrained(out_dir, state_dict=weights, safe_serialization=True)
+        return {"optimizer": optimizer, "scheduler": self.scheduler.state_dict()}
+
+    def load(self, ckpt_dir: str, state: Dict[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        # Rank 0 saved the full optimizer state; every rank reads the same file and keeps its shard.
+        set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
+                                 options=StateDictOptions(full_state_dict=True))
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+class DeepSpeedStrategy(Strategy):
+    """DeepSpeed ZeRO with a torch AdamW (no fused_adam/cpu_adam JIT builds) and our schedule."""
+
+    def ds_config(self) -> Dict[str, Any]:
+        """Generated from the trainer settings: one source of truth for batch, clipping and precision."""
+        t, s = self.cfg.trainer, self.cfg.strategy
+        zero: Dict[str, Any] = {"stage": s.zero_stage, "stage3_gather_16bit_weights_on_model_save": True}
+        if s.offload_optimizer == "cpu":
+            zero["offload_optimizer"] = {"device": "cpu", "pin_memory": self.device.type == "cuda"}
+        config = {
+            "train_micro_batch_size_per_gpu": t.micro_batch_size,
+            "gradient_accumulation_steps": t.grad_accum_steps,
+            "train_batch_size": t.micro_batch_size * t.grad_accum_steps * self.world_size,
+            "bf16": {"enabled": t.precision == "bf16"},
+            "zero_optimization": zero,
+            "zero_allow_untested_optimizer": True,
+            "zero_force_ds_cpu_optimizer": False,  # keep torch AdamW even with CPU offload
+            "steps_per_print": 10 ** 9,
+        }
+        if t.max_grad_norm > 0:
+            config["gradient_clipping"] = t.max_grad_norm
+        return config
+
+    @contextlib.contextmanager
+    def model_init(self):
+        """Under ZeRO-3, transformers builds the model inside deepspeed.zero.Init: no rank ever holds it whole."""
+        if self.cfg.strategy.zero_stage == 3:
+            import deepspeed
+            from transformers.integrations import HfDeepSpeedConfig
+
+            # Adopts Ray's process group: the ZeRO config needs the world size before the model exists.
+            deepspeed.init_distributed(dist_backend="nccl" if self.device.type == "cuda" else "gloo")
+
+            self._hf_ds_config = HfDeepSpeedConfig(self.ds_config())  # transformers keeps only a weak reference
+        yield
+
+    def setup(self, model) -> None:
+        import deepspeed
+
+        self.raw = apply_lora(model, self.cfg.peft) if self.lora else model
+        optimizer = build_optimizer(self.raw, self.cfg.optim)
+        self.model, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=self.raw, optimizer=optimizer, config=self.ds_config(), dist_init_required=False,
+            lr_scheduler=lambda opt: build_scheduler(opt, self.cfg.trainer.max_steps, self.cfg.optim))
+
+    def accumulating(self, is_last_micro_step: bool):
+        return contextlib.nullcontext()  # DeepSpeed skips the all-reduce until the boundary itself
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.model.backward(loss)  # scales by 1/grad_accum_steps
+        self.model.step()  # only at the accumulation boundary: clip, optimizer, schedule
+
+    def step(self) -> None:
+        pass
+
+    def save(self, out_dir: str) -> Dict[str, Any]:
+        shard_dir = os.path.join(out_dir, "deepspeed")
+        self.model.save_checkpoint(shard_dir, tag="state", save_latest=False, exclude_frozen_parameters=self.lora)
+        for script in glob.glob(os.path.join(shard_dir, "**", "*.py"), recursive=True):
+            os.remove(script)  # zero_to_fp32.py & co: checkpoints are data, never code
+        if self.cfg.strategy.zero_stage == 3:
+            weights = self.model._zero3_consolidated_16bit_state_dict()  # a collective; rank 0 gets it
+        else:
+            weights = self.model.module.state_dict() if self.rank == 0 else None
+        if self.rank == 0:
+            self.model.module.save_pretrained(out_dir, state_dict=weights, safe_serialization=True)
+        return {}
+
+    def load(self, ckpt_dir: str, state: Dict[str, Any]) -> None:
+        shard_dir = os.path.join(ckpt_dir, "deepspeed")
+        verify_deepspeed_shards(shard_dir)
+        path, _ = self.model.load_checkpoint(shard_dir, tag="state", load_module_strict=not self.lora)
+        if path is None:
+            raise RuntimeError(f"DeepSpeed found no shards in {shard_dir}")
+
+
+def verify_deepspeed_shards(shard_dir: str) -> None:
+    """DeepSpeed loads its shards with full unpickling; open each with weights_only=True first.
+
+    Only tensors, containers and the few DeepSpeed/torch types its checkpoints hold are allowed, so
+    a planted code payload is refused here before DeepSpeed ever unpickles the file.
+    """
+    from rtune.checkpoint import CheckpointError
+
+    safe = _deepspeed_safe_globals()
+    for path in sorted(glob.glob(os.path.join(shard_dir, "**", "*.pt"), recursive=True)):
+        try:
+            with torch.serialization.safe_globals(safe):
+                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as err:
+            raise CheckpointError(f"refusing DeepSpeed shard {path}: not plain data ({type(err).__name__}: "
+                                  f"{str(err).splitlines()[0][:160]})") from None
+
+
+def _deepspeed_safe_globals() -> list:
+    from collections import OrderedDict, defaultdict
+
+    allowed: list = [OrderedDict, defaultdict, dict, torch.Size]
+    try:
+        from deepspeed.runtime.fp16.loss_scaler import LossScaler
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+        from deepspeed.utils.tensor_fragment import fragment_address
+
+        allowed += [ZeroStageEnum, LossScaler, fragment_address]
+    except ImportError:
+        pass
+    return allowed
+
+
+def make_strategy(cfg: RTuneConfig, rank: int, world_size: int, device: torch.device) -> Strategy:
+    kinds = {"ddp": Strategy, "fsdp": FSDPStrategy, "deepspeed": DeepSpeedStrategy}
+    return kinds[cfg.strategy.name](cfg, rank, world_size, device)
+

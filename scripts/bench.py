@@ -1,0 +1,284 @@
+"""Throughput and start-up, side by side in one invocation: writes results/benchmarks/throughput.json.
+
+    python scripts/bench.py            # ~6 min on a 2-core CPU
+    python scripts/bench.py --quick    # a smoke test (CI): tiny model, few steps, no timing claims
+
+Five systems train the same model (GPT-2 architecture, 4 x 256, built from config with the same seed)
+on the same packed blocks of the bundled Rust corpus, with the same micro batch, sequence length,
+AdamW and step count, one CPU thread per process:
+
+  bare      a plain PyTorch loop, one process
+  hf        transformers.Trainer, one process
+  rtune1    python -m rtune train num_workers=1
+  torchrun  the bare loop under DDP, `torchrun --nproc_per_node 2` (gloo)
+  rtune2    python -m rtune train num_workers=2
+
+Measured for each: steady-state tokens/s (non-padding tokens; the first WARMUP steps left out), time
+to first step (from launching the process to the end of optimizer step 1), wall time, peak RSS per
+process. Also: packing efficiency (non-padding share of the training blocks) of rtune's packing vs
+padding every document to seq_len.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPE = {"n_layer": 4, "n_embd": 256, "n_head": 4}
+SEQ_LEN, MICRO_BATCH, SEED = 256, 8, 1234
+
+
+def rtune_overrides(quick: bool) -> list[str]:
+    shape = {"n_layer": 2, "n_embd": 64, "n_head": 2} if quick else SHAPE
+    return [f"model.from_config.{k}={v}" for k, v in shape.items()] + [f"data.seq_len={SEQ_LEN}"]
+
+
+def prepare(quick: bool):
+    from rtune.cli import compose_config
+    from rtune.config import finalize
+    from rtune.data import prepare_data
+
+    cfg = finalize(compose_config(rtune_overrides(quick)))
+    prepared, tokenizer = prepare_data(cfg)
+    return cfg, prepared, tokenizer
+
+
+def build_model(cfg, tokenizer):
+    import torch
+
+    from rtune.model import build_model as rtune_build
+
+    torch.manual_seed(SEED)
+    return rtune_build(cfg.model, len(tokenizer), tokenizer.eos_token_id)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---- the systems that run inside a child process ----------------------------------------------------
+
+def run_bare(args, distributed: bool) -> dict:
+    """A plain loop: DataLoader + AdamW + clip; under torchrun, DDP + DistributedSampler (gloo)."""
+    import torch
+    import torch.distributed as dist
+    from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+    from rtune.data import PackedBlocks
+    from rtune.optim import build_optimizer
+
+    torch.set_num_threads(1)
+    rank, world = 0, 1
+    if distributed:
+        dist.init_process_group("gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+    cfg, prepared, tokenizer = prepare(args.quick)
+    data = PackedBlocks(prepared.train_path, tokenizer.pad_token_id)
+    model = build_model(cfg, tokenizer)
+    sampler = (DistributedSampler(data, world, rank, shuffle=True, seed=SEED, drop_last=True) if distributed
+               else RandomSampler(data, generator=torch.Generator().manual_seed(SEED)))
+    loader = DataLoader(data, batch_size=MICRO_BATCH, sampler=sampler, drop_last=True)
+    if distributed:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    optimizer = build_optimizer(model, cfg.optim)
+    times, tokens, step, epoch = [], [], 0, 0
+    model.train()
+    while step < args.steps:
+        if distributed:
+            sampler.set_epoch(epoch)
+        for batch in loader:
+            loss = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            times.append(time.time())
+            tokens.append(int((batch["labels"] != -100).sum()) * world)
+            if step == args.steps:
+                break
+        epoch += 1
+    rss = peak_rss_mb()
+    if distributed:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, rss)
+        dist.destroy_process_group()
+        rss = gathered
+    return {"step_end_times": times, "tokens_per_step": tokens, "peak_rss_mb": rss if distributed else [rss],
+            "rank": rank}
+
+
+def run_hf(args) -> dict:
+    """transformers.Trainer on the same model, blocks and optimizer settings."""
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from rtune.data import PackedBlocks
+
+    torch.set_num_threads(1)
+    cfg, prepared, tokenizer = prepare(args.quick)
+    data = PackedBlocks(prepared.train_path, tokenizer.pad_token_id)
+    model = build_model(cfg, tokenizer)
+    times: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *_, **__):
+            times.append(time.time())
+
+    out = tempfile.mkdtemp(prefix="rtune-bench-hf-")
+    targs = TrainingArguments(output_dir=out, per_device_train_batch_size=MICRO_BATCH, max_steps=args.steps,
+                              learning_rate=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                              adam_beta1=cfg.optim.beta1, adam_beta2=cfg.optim.beta2, max_grad_norm=1.0,
+                              lr_scheduler_type="constant", logging_strategy="no", save_strategy="no",
+                              report_to=[], use_cpu=True, dataloader_num_workers=0, seed=SEED, disable_tqdm=True)
+    Trainer(model=model, args=targs, train_dataset=data, callbacks=[Clock()]).train()
+    per_step = MICRO_BATCH * SEQ_LEN  # the packed blocks are full but for the very last one
+    return {"step_end_times": times, "tokens_per_step": [per_step] * len(times), "peak_rss_mb": [peak_rss_mb()]}
+
+
+# ---- the parent: launch each system, time it from the outside ---------------------------------------
+
+def steady(times: list[float], tokens: list[int], warmup: int) -> float:
+    return sum(tokens[warmup + 1:]) / (times[-1] - times[warmup])
+
+
+def launch_child(mode: str, args, nproc: int = 1) -> dict:
+    result = tempfile.mktemp(suffix=".json")
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", mode, "--steps", str(args.steps), "--result", result]
+    if args.quick:
+        cmd.append("--quick")
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *cmd[1:]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    t0 = time.time()
+    subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    wall = time.time() - t0
+    with open(result) as f:
+        out = json.load(f)
+    return summarize(out["step_end_times"], out["tokens_per_step"], out["peak_rss_mb"], t0, wall, args.warmup)
+
+
+def launch_rtune(workers: int, args) -> dict:
+    storage = tempfile.mkdtemp(prefix="rtune-bench-")
+    cmd = [sys.executable, "-m", "rtune", "train", *rtune_overrides(args.quick), f"num_workers={workers}",
+           f"storage_path={storage}", "run_name=bench", f"trainer.max_steps={args.steps}",
+           f"trainer.micro_batch_size={MICRO_BATCH}", "trainer.log_every_steps=1", "trainer.eval_max_batches=1",
+           f"trainer.eval_every_steps={args.steps}", f"trainer.checkpoint_every_steps={args.steps}",
+           "optim.schedule=constant", "optim.warmup_steps=0"]
+    t0 = time.time()
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.time() - t0
+    records = [json.loads(line) for line in open(os.path.join(storage, "bench", "metrics.jsonl"))]
+    steps = [r for r in records if "loss" in r]
+    with open(os.path.join(storage, "bench", "summary.json")) as f:
+        summary = json.load(f)
+    tokens = [workers * MICRO_BATCH * SEQ_LEN] * len(steps)
+    out = summarize([r["time"] for r in steps], tokens, summary["peak_rss_mb_per_worker"], t0, wall, args.warmup)
+    out["mfu_logged"] = steps[-1].get("mfu")
+    return out
+
+
+def summarize(times, tokens, rss, t0, wall, warmup) -> dict:
+    return {"steady_tokens_per_s": round(steady(times, tokens, warmup), 1),
+            "time_to_first_step_s": round(times[0] - t0, 2), "wall_s": round(wall, 2),
+            "peak_rss_mb_per_process": [round(r) for r in rss], "steps": len(times)}
+
+
+def packing_efficiency(quick: bool) -> dict:
+    import numpy as np
+
+    from rtune.data import PAD, load_documents
+
+    cfg, prepared, tokenizer = prepare(quick)
+    blocks = np.load(prepared.train_path, mmap_mode="r")
+    packed = float((blocks != PAD).mean())
+    docs = load_documents(cfg.data)
+    lengths = [len(e.ids) + 1 for e in tokenizer.backend_tokenizer.encode_batch(docs[cfg.data.text_field],
+                                                                              add_special_tokens=False)]
+    padded = sum(min(n, SEQ_LEN) for n in lengths) / (len(lengths) * SEQ_LEN)
+    return {"rtune_packed_non_pad_fraction": round(packed, 4), "pad_to_max_non_pad_fraction": round(padded, 4),
+            "pad_to_max_truncated_token_fraction": round(1 - sum(min(n, SEQ_LEN) for n in lengths) / sum(lengths), 4)}
+
+
+def plot(results: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    a.bar(names, [results[n]["steady_tokens_per_s"] for n in names], color="#4c72b0")
+    a.set_title("steady-state tokens/s (higher is better)", fontsize=10)
+    b.bar(names, [results[n]["time_to_first_step_s"] for n in names], color="#dd8452")
+    b.set_title("time to first step, s (lower is better)", fontsize=10)
+    for ax in (a, b):
+        ax.tick_params(axis="x", labelsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "threads_per_process": 1}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny smoke test; figures are not comparable")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--child", choices=["bare", "ddp", "hf"], help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=os.path.join(ROOT, "results", "benchmarks", "throughput.json"))
+    args = parser.parse_args()
+    args.steps = args.steps or (6 if args.quick else 40)
+    args.warmup = 2 if args.quick else 5
+    if args.child:
+        out = run_hf(args) if args.child == "hf" else run_bare(args, distributed=args.child == "ddp")
+        if out.get("rank", 0) == 0:
+            with open(args.result, "w") as f:
+                json.dump(out, f)
+        return
+
+    prepare(args.quick)  # warm the data cache once, outside every timing
+    results = {}
+    for name, run in (("bare", lambda: launch_child("bare", args)), ("hf", lambda: launch_child("hf", args)),
+                      ("rtune1", lambda: launch_rtune(1, args)), ("torchrun", lambda: launch_child("ddp", args, 2)),
+                      ("rtune2", lambda: launch_rtune(2, args))):
+        results[name] = run()
+        print(name, json.dumps(results[name]), flush=True)
+    ratio = lambda a, b, key: round(results[a][key] / results[b][key], 3)  # noqa: E731
+    report = {
+        "what": "same model/data/batch/steps through 5 systems, one CPU thread per process" +
+                (" (QUICK smoke run: not a measurement)" if args.quick else ""),
+        "model": "tiny" if args.quick else "GPT-2 architecture " + ", ".join(f"{k}={v}" for k, v in SHAPE.items()),
+        "seq_len": SEQ_LEN, "micro_batch_size": MICRO_BATCH, "steps": args.steps, "warmup_steps_excluded": args.warmup,
+        "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+        "systems": results,
+        "ratios": {"rtune_vs_bare": ratio("rtune1", "bare", "steady_tokens_per_s"),
+                   "rtune2_vs_torchrun": ratio("rtune2", "torchrun", "steady_tokens_per_s"),
+                   "rtune_vs_hf_trainer": ratio("rtune1", "hf", "steady_tokens_per_s"),
+                   "ttfs_vs_torchrun": ratio("rtune2", "torchrun", "time_to_first_step_s")},
+        "packing": packing_efficiency(args.quick),
+    }
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+    plot(results, os.path.splitext(args.out)[0] + ".png")
+    print(json.dumps(report["ratios"]), json.dumps(report["packing"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Faults from outside, as they happen in production: a worker process SIGKILLed by PID, the driver
+SIGKILLed, Ctrl-C. Each run continues from the newest complete checkpoint and loses nothing before it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+from conftest import compose, tiny_overrides
+from rtune.launch import train
+from rtune.metrics import read_metrics
+
+pytestmark = pytest.mark.slow
+SENTINEL = "hf_SENTINEL_do_not_log_4f2a9c"
+
+
+def wait_for(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def train_workers() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any("RayTrainWorker" in part for part in proc.info["cmdline"] or []):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def logged_steps(run_dir) -> list[int]:
+    return [r["step"] for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "loss" in r]
+
+
+def test_worker_killed_by_pid_is_recovered(ray_cluster, tmp_path):
+    cfg = compose(*tiny_overrides(tmp_path, "killed", "num_workers=2", "trainer.max_steps=40",
+                                  "trainer.checkpoint_every_steps=5", "trainer.eval_every_steps=5",
+                                  "trainer.eval_max_batches=1", "trainer.max_failures=2"))
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(summary=train(cfg)), daemon=True)
+    runner.start()
+    wait_for(lambda: os.path.exists(tmp_path / "killed/checkpoint_00000010/rtune_checkpoint.json"), 300,
+             "checkpoint 10")
+    victim = wait_for(train_workers, 30, "a RayTrainWorker process")[-1]
+    victim.send_signal(signal.SIGKILL)
+    runner.join(timeout=600)
+    summary = outcome["summary"]
+    assert summary["final_step"] == 40
+    assert logged_steps(summary["run_dir"]) == list(range(1, 41))  # every step exactly once in the record
+
+
+def run_cli(args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "rtune", "train", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def cli_overrides(tmp_path, run_name, *extra):
+    return tiny_overrides(tmp_path, run_name, "num_workers=2", "trainer.max_steps=30",
+                          "trainer.checkpoint_every_steps=5", "trainer.eval_every_steps=5",
+                          "trainer.eval_max_batches=1", *extra)
+
+
+def test_driver_sigkill_then_rerun_resumes_and_never_logs_secrets(tmp_path):
+    env = {**os.environ, "HF_TOKEN": SENTINEL}
+    driver = run_cli(cli_overrides(tmp_path, "drv"), env=env)
+    wait_for(lambda: os.path.exists(tmp_path / "drv/checkpoint_00000005/rtune_checkpoint.json"), 300, "checkpoint 5")
+    driver.send_signal(signal.SIGKILL)
+    first_output = driver.communicate()[0]
+    # Ray tears the job's actors down once their owner (the driver) is gone.
+    wait_for(lambda: not train_workers(), 60, "the killed run's workers to exit")
+    rerun = run_cli(cli_overrides(tmp_path, "drv"), env=env)
+    output = rerun.communicate(timeout=600)[0]
+    assert rerun.returncode == 0, output[-3000:]
+    assert "resuming run drv from" in output
+    summary = json.loads((tmp_path / "drv/summary.json").read_text())
+    assert summary["final_step"] == 30
+    assert logged_steps(tmp_path / "drv") == list(range(1, 31))
+    # The secret is in the environment of every process, and in no output, file or checkpoint.
+    assert SENTINEL not in first_output + output
+    for root, _, files in os.walk(tmp_path / "drv"):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                assert SENTINEL.encode() not in f.read(), os.path.join(root, name)
+
+
+def test_ctrl_c_stops_workers_and_prints_the_resume_command(tmp_path):
+    proc = run_cli(cli_overrides(tmp_path, "intr", "trainer.max_steps=400"))
+    wait_for(lambda: os.path.exists(tmp_path / "intr/checkpoint_00000005/rtune_checkpoint.json"), 300, "checkpoint 5")
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, output[-3000:]
+    assert "Traceback" not in output
+    error_lines = [ln for ln in output.splitlines() if ln.startswith("rtune: error:")]
+    assert len(error_lines) == 1 and "run_name=intr" in error_lines[0] and "Resume with" in error_lines[0]
+    wait_for(lambda: not train_workers(), 60, "workers to stop")
+    assert os.path.exists(tmp_path / "intr/checkpoint_00000005/model.safetensors")  # nothing lost
