@@ -99,10 +99,10 @@ def compose_config(overrides: List[str]):
         raise UserError(explain_hydra_error(err)) from err
 
 
-def run_train(cfg) -> dict:
+def run_train(cfg, keep_ray: bool = False) -> dict:
     from rtune.launch import format_summary, train
 
-    summary = train(cfg)
+    summary = train(cfg, keep_ray=keep_ray)
     print(format_summary(summary), flush=True)
     return summary
 
@@ -118,7 +118,8 @@ def _hydra_entry(rest: List[str]) -> int:
 
     @hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")
     def _task(composed) -> None:
-        _guarded(lambda: run_train(OmegaConf.to_object(composed)), exit_on_error=not _is_multirun(rest))
+        multirun = _is_multirun(rest)  # jobs run one after another in this process: keep Ray warm between them
+        _guarded(lambda: run_train(OmegaConf.to_object(composed), keep_ray=multirun), exit_on_error=not multirun)
 
     sys.argv = [sys.argv[0]] + rest
     _task()

@@ -18,16 +18,16 @@ EOS_TOKEN = "<|endoftext|>"
 
 def _hub_error(what: str, name: str, err: Exception) -> ConfigError:
     """Turn a loading failure into one line that says what to do about it."""
-    if os.path.isdir(name):
-        return ConfigError(f"cannot load {what} from local directory {name}: {str(err).splitlines()[0]}")
     text = str(err)
+    if "trust_remote_code" in text or "contains custom code" in text:
+        return ConfigError(f"{what} {name!r} needs its own Python code to load: set model.trust_remote_code=true "
+                           "only if you trust that repository")
+    if os.path.isdir(name):
+        return ConfigError(f"cannot load {what} from local directory {name}: {text.splitlines()[0]}")
     kind = type(err).__name__
     if "RepositoryNotFound" in kind or "is not a local folder and is not a valid model identifier" in text:
         return ConfigError(f"{what} {name!r} is neither a local directory nor a model on the Hugging Face Hub: "
                            "check model.name_or_path")
-    if "trust_remote_code" in text:
-        return ConfigError(f"{what} {name!r} needs its own code from the hub: set model.trust_remote_code=true "
-                           "only if you trust that repository")
     return ConfigError(f"cannot load {what} {name!r}: the Hugging Face Hub is unreachable (offline?) and it is not in "
                        f"the local cache; use model=tiny_gpt2 for an offline run, or model.name_or_path=<local dir>")
 

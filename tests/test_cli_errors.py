@@ -118,3 +118,23 @@ def test_export_and_generate_refuse_bad_paths(tmp_path):
     assert_one_line_error(run_cli("export", str(tmp_path), str(tmp_path / "out")), "is not an rtune checkpoint")
     assert_one_line_error(run_cli("generate", str(tmp_path / "missing"), "prompt=fn"), "does not exist")
     assert_one_line_error(run_cli("generate", str(tmp_path), "prompt=fn"), "not an rtune checkpoint or a Hugging Face")
+
+
+def test_non_utf8_line_is_named(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"content": "fn a() {}"}\n{"content": "caf\xe9"}\n')
+    assert_one_line_error(run_cli("train", f"data.path={path}", f"storage_path={tmp_path}"),
+                          "line 2 is not valid UTF-8", "iconv")
+
+
+def test_remote_code_is_refused_unless_the_user_allows_it(tmp_path):
+    """A model dir whose config maps to its own Python code: rtune does not run it by default."""
+    model_dir = tmp_path / "custom"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps({
+        "model_type": "evil", "auto_map": {"AutoConfig": "configuration_evil.EvilConfig",
+                                            "AutoModelForCausalLM": "modeling_evil.EvilModel"}}))
+    (model_dir / "configuration_evil.py").write_text("import os\nos.system('touch /tmp/rtune-remote-code-ran')\n")
+    proc = run_cli("train", f"model.name_or_path={model_dir}", f"storage_path={tmp_path}")
+    assert_one_line_error(proc, "trust_remote_code")
+    assert not os.path.exists("/tmp/rtune-remote-code-ran")

@@ -127,3 +127,16 @@ def test_fsdp(ray_cluster, tmp_path):
     assert state["optimizer"]["state"]  # the full optimizer state, gathered for resume
     gen = cli("generate", ckpt, "prompt=pub fn", "max_new_tokens=4")
     assert gen.returncode == 0 and gen.stdout.startswith("pub fn"), gen.stderr
+
+
+def test_lora_composes_with_deepspeed_and_cpu_offload(ray_cluster, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    cfg, summary = run_with_fault(tmp_path, "lora-zero", "peft=lora", "strategy=deepspeed", "strategy.zero_stage=2",
+                                  "strategy.offload_optimizer=cpu", "optim.lr=3e-2", min_drop=0.05)
+    ckpt = summary["latest_checkpoint"]
+    assert os.path.isdir(os.path.join(ckpt, "deepspeed")) and summary["trainable_params"] < 0.1 * 759_296
+    base = AutoModelForCausalLM.from_pretrained(os.path.join(ckpt, "base_model"))
+    model = PeftModel.from_pretrained(base, ckpt).eval()
+    assert eval_loss_of(model, cfg) == pytest.approx(summary["eval_loss"], abs=1e-5)

@@ -89,8 +89,21 @@ def test_resume_is_exact_and_recovers_a_killed_worker(ray_cluster, tmp_path):
         assert summary["eval_loss"] == pytest.approx(straight["eval_loss"], abs=1e-6)
 
 
-def test_one_worker_run(ray_cluster, tmp_path):
+def test_one_worker_run_and_generate(ray_cluster, tmp_path):
+    import subprocess
+    import sys
+
     summary = train(compose(*tiny_overrides(tmp_path, "one", "num_workers=1", "trainer.max_steps=4",
                                             "trainer.checkpoint_every_steps=4", "trainer.eval_every_steps=4")))
     assert summary["final_step"] == 4 and summary["num_workers"] == 1
-    assert os.path.exists(os.path.join(summary["latest_checkpoint"], "model.safetensors"))
+    assert 0.99 < summary["packing_non_pad_fraction"] <= 1.0 and summary["steady_mfu"] > 0
+    gen = subprocess.run([sys.executable, "-m", "rtune", "generate", summary["latest_checkpoint"],
+                          "prompt=fn main() {", "max_new_tokens=6"], capture_output=True, text=True, timeout=300)
+    assert gen.returncode == 0 and gen.stdout.startswith("fn main() {"), gen.stderr
+
+
+def test_dashboard_listens_on_loopback_only(ray_cluster):
+    import ray
+
+    url = ray._private.worker.global_worker.node.address_info["webui_url"]
+    assert url.split(":")[0] in ("127.0.0.1", "localhost"), url
