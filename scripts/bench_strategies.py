@@ -17,12 +17,10 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 ROWS = [
     ("full (DDP)", []),
