@@ -107,3 +107,19 @@ def test_dashboard_listens_on_loopback_only(ray_cluster):
 
     url = ray._private.worker.global_worker.node.address_info["webui_url"]
     assert url.split(":")[0] in ("127.0.0.1", "localhost"), url
+
+
+def test_dashboard_requires_the_auth_token(ray_cluster):
+    """Ray's token authentication stays on: no token, no answer; the local token opens it."""
+    import urllib.error
+    import urllib.request
+
+    import ray
+
+    url = "http://" + ray._private.worker.global_worker.node.address_info["webui_url"] + "/api/jobs/"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=10)
+    assert refused.value.code in (401, 403)
+    token = open(os.path.expanduser("~/.ray/auth_token")).read().strip()
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    assert urllib.request.urlopen(request, timeout=10).status == 200
