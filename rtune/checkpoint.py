@@ -143,6 +143,21 @@ def scan(run_dir: str) -> Tuple[Optional[str], List[str]]:
     return None, skipped
 
 
+def list_checkpoints(run_dir: str) -> List[Tuple[int, str]]:
+    """(step, path) of every intact checkpoint under run_dir, oldest first."""
+    if not os.path.isdir(run_dir):
+        return []
+    found = []
+    for name in sorted(os.listdir(run_dir)):
+        if (m := _DIR_PATTERN.match(name)):
+            try:
+                read_marker(os.path.join(run_dir, name))
+                found.append((int(m.group(1)), os.path.join(run_dir, name)))
+            except CheckpointError:
+                continue
+    return found
+
+
 def find_latest(run_dir: str) -> Optional[str]:
     """The newest intact checkpoint under run_dir (see `scan`)."""
     return scan(run_dir)[0]

@@ -21,6 +21,10 @@ commands:
   train [KEY=VALUE ...]           fine-tune a causal LM on Ray Train (see `python -m rtune train --help`)
   export <checkpoint> <out_dir>   a standalone HF model dir (LoRA merged), tokenizer and model card
   generate <checkpoint or model dir> [prompt=...] [max_new_tokens=64] [temperature=0] [top_p=1] [seed=0]
+  tune [KEY=VALUE ...] 'search.space={optim.lr: "loguniform(1e-5,1e-3)"}' [search.num_samples=8]
+                                  Ray Tune search over runs, early stopping with ASHA; summary + plot
+  submit [--address URL] [--no-wait] -- train [KEY=VALUE ...]
+                                  run it as a job on a Ray cluster (Jobs API); exits with the job's status
 
 examples:
   python -m rtune train                                  # tiny GPT-2 on bundled Rust, 2 CPU workers
@@ -81,6 +85,11 @@ def explain_hydra_error(err: Exception) -> str:
     return text.strip().splitlines()[0]
 
 
+def normalize_overrides(overrides: List[str]) -> List[str]:
+    """`search.space={...}` replaces the (empty) dict rather than adding keys to it: Hydra wants `++` for that."""
+    return [f"++{o}" if o.startswith("search.space=") else o for o in overrides]
+
+
 def compose_config(overrides: List[str]):
     """Compose conf/ + overrides into the typed RTuneConfig (UserError on any mistake)."""
     from hydra import compose, initialize_config_dir
@@ -93,7 +102,7 @@ def compose_config(overrides: List[str]):
     register_schema()
     try:
         with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-            composed = compose(config_name="config", overrides=overrides)
+            composed = compose(config_name="config", overrides=normalize_overrides(overrides))
         return OmegaConf.to_object(composed)
     except (HydraException, OmegaConfBaseException) as err:
         raise UserError(explain_hydra_error(err)) from err
@@ -110,20 +119,28 @@ def run_train(cfg, keep_ray: bool = False) -> dict:
 def _hydra_entry(rest: List[str]) -> int:
     """Let @hydra.main handle --help, --cfg, -m and friends."""
     import hydra
+    from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
     from rtune.config import register_schema
+    from rtune.sweep import MultirunSweep, swept_keys, sweep_name_for
 
     register_schema()
+    # Multirun jobs run one after another in this process, on one warm Ray cluster, into one sweep dir.
+    sweep = MultirunSweep(sweep_name_for(rest), swept_keys(rest)) if _is_multirun(rest) else None
 
     @hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")
     def _task(composed) -> None:
-        multirun = _is_multirun(rest)  # jobs run one after another in this process: keep Ray warm between them
-        _guarded(lambda: run_train(OmegaConf.to_object(composed), keep_ray=multirun), exit_on_error=not multirun)
+        cfg = OmegaConf.to_object(composed)
+        if sweep is None:
+            _guarded(lambda: run_train(cfg))
+            return
+        overrides = list(HydraConfig.get().overrides.task)
+        _guarded(lambda: sweep.run_job(cfg, overrides, lambda c: run_train(c, keep_ray=True)), exit_on_error=False)
 
-    sys.argv = [sys.argv[0]] + rest
+    sys.argv = [sys.argv[0]] + normalize_overrides(rest)
     _task()
-    return 0
+    return sweep.report() if sweep is not None else 0
 
 
 def _is_multirun(args: List[str]) -> bool:
@@ -136,11 +153,11 @@ def _guarded(fn, exit_on_error: bool = True) -> int:
     from rtune.launch import Interrupted, TrainingFailed
 
     if os.environ.get("RTUNE_FULL_ERROR") == "1":
-        fn()
-        return 0
+        result = fn()
+        return result if isinstance(result, int) else 0
     try:
-        fn()
-        return 0
+        result = fn()
+        return result if isinstance(result, int) else 0
     except (UserError, ConfigError) as err:
         message, code = str(err), 2
     except TrainingFailed as err:
@@ -187,8 +204,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _guarded(lambda: _export(rest))
     if command == "generate":
         return _guarded(lambda: _generate(rest))
+    if command == "tune":
+        from rtune.search import run_search
+
+        if any(arg.split("=")[0] in HYDRA_FLAGS for arg in rest):
+            print("rtune: error: tune takes KEY=VALUE overrides only (no Hydra flags); search.* keys are in README",
+                  file=sys.stderr)
+            return 2
+        return _guarded(lambda: run_search(compose_config(rest)))
+    if command == "submit":
+        from rtune.submit import main as submit_main
+
+        return _guarded(lambda: submit_main(rest))
     if command != "train":
-        print(f"rtune: error: unknown command {command!r}: use train, export or generate", file=sys.stderr)
+        print(f"rtune: error: unknown command {command!r}: use train, tune, submit, export or generate",
+              file=sys.stderr)
         return 2
     if any(arg.split("=")[0] in HYDRA_FLAGS for arg in rest):
         return _hydra_entry(rest)

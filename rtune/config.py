@@ -182,6 +182,36 @@ class DebugConfig:
 
 
 @dataclass
+class SearchConfig:
+    """Ray Tune search, used by `python -m rtune tune` (ignored by `train`).
+
+    Args:
+        space: Dotted config key -> distribution, e.g. `{optim.lr: "loguniform(1e-5,1e-3)", peft.r: "choice(8,16)"}`.
+            Distributions: `loguniform(lo,hi)`, `uniform(lo,hi)`, `randint(lo,hi)` (hi excluded),
+            `choice(a,b,...)` (sampled) and `grid(a,b,...)` (every value, each `num_samples` times).
+        num_samples: Trials to sample (times the product of the grid sizes).
+        max_concurrent: Trials running at once; each needs num_workers x cpus_per_worker CPUs (and GPUs).
+        scheduler: `asha` (stop the weaker trials at rungs of grace_period_steps x reduction_factor^k) or
+            `fifo` (every trial runs to trainer.max_steps).
+        metric: Reported metric the search optimises; evaluations report it every trainer.eval_every_steps.
+        mode: `min` or `max` of `metric`.
+        grace_period_steps: ASHA: steps every trial runs before it may be stopped (null: 2 evaluations).
+        reduction_factor: ASHA: 1 in reduction_factor trials goes on at each rung.
+        seed: Seed of the sampler: the same search samples the same trials.
+    """
+
+    space: Dict[str, str] = field(default_factory=dict)
+    num_samples: int = 8
+    max_concurrent: int = 2
+    scheduler: str = "asha"
+    metric: str = "eval_loss"
+    mode: str = "min"
+    grace_period_steps: Optional[int] = None
+    reduction_factor: int = 2
+    seed: int = 0
+
+
+@dataclass
 class RTuneConfig:
     """Everything one `rtune train` run needs.
 
@@ -195,6 +225,10 @@ class RTuneConfig:
         seed: Seed for model init, data order and dropout.
         ray_address: Ray cluster to join (`auto`, `ray://...`); null starts a local one unless
             `RAY_ADDRESS` is set.
+        sweep_name: Multirun and tune: the directory under storage_path holding every run of a sweep.
+            Null derives a stable name from the sweep's arguments, so re-running a sweep skips the runs
+            that finished and resumes the others.
+        search: Ray Tune search space and scheduler (`python -m rtune tune`).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -204,6 +238,7 @@ class RTuneConfig:
     peft: PeftConfig = field(default_factory=PeftConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     num_workers: int = 2
     use_gpu: bool = False
     cpus_per_worker: int = 1
@@ -211,6 +246,7 @@ class RTuneConfig:
     storage_path: str = "results"
     seed: int = 1234
     ray_address: Optional[str] = None
+    sweep_name: Optional[str] = None
 
 
 def register_schema() -> None:
@@ -262,8 +298,10 @@ def validate(cfg: RTuneConfig) -> None:
         raise ConfigError("optim.warmup_steps, trainer.max_failures and trainer.max_grad_norm must be >= 0")
     if cfg.model.name_or_path is None and not cfg.model.from_config.get("model_type"):
         raise ConfigError("set model.name_or_path (hub id or local dir) or model.from_config.model_type")
-    if cfg.run_name is not None and not _RUN_NAME.match(cfg.run_name):
-        raise ConfigError(f"run_name {cfg.run_name!r} may hold only letters, digits and . _ = , + -")
+    for key in ("run_name", "sweep_name"):
+        value = getattr(cfg, key)
+        if value is not None and not _RUN_NAME.match(value):
+            raise ConfigError(f"{key} {value!r} may hold only letters, digits and . _ = , + -")
     p, s = cfg.peft, cfg.strategy
     if p.method not in ("none", "lora"):
         raise ConfigError(f"peft.method must be none or lora, got {p.method!r} (peft=lora picks the LoRA preset)")

@@ -144,6 +144,17 @@ def _init_ray(cfg: RTuneConfig, driver_progress: bool) -> bool:
     return True
 
 
+def check_cluster_storage(storage_path: str) -> None:
+    """A local storage_path on a multi-node cluster only works if every node mounts it at the same path."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1 and not is_uri(storage_path):
+        print(f"[rtune] warning: storage_path={storage_path} is a local path and this Ray cluster has {len(nodes)} "
+              "nodes: checkpoints from other nodes land there only if every node mounts it at the same path "
+              "(NFS); otherwise set storage_path=s3://... or gs://...", flush=True)
+
+
 def _summarize(cfg: RTuneConfig, result, run_dir: Optional[str], wall_s: float, packing: float) -> Dict[str, Any]:
     returned = getattr(result, "return_value", None) or {}
     best = None
@@ -188,11 +199,12 @@ def resume_command(cfg: RTuneConfig) -> str:
     return f"python -m rtune train <same overrides> run_name={cfg.run_name} storage_path={cfg.storage_path}"
 
 
-def train(cfg: RTuneConfig, keep_ray: bool = False) -> Dict[str, Any]:
+def train(cfg: RTuneConfig, keep_ray: bool = False, callbacks: Optional[list] = None) -> Dict[str, Any]:
     """Run one fine-tune end to end; returns (and writes) the summary.
 
     keep_ray leaves a local cluster this call started running for the next call (multirun sweeps
-    reuse one warm cluster instead of paying Ray's start-up for every job).
+    reuse one warm cluster instead of paying Ray's start-up for every job). callbacks go to Ray
+    Train's RunConfig (a Tune trial passes TuneReportCallback).
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -209,6 +221,7 @@ def train(cfg: RTuneConfig, keep_ray: bool = False) -> Dict[str, Any]:
     local_cluster = not (cfg.ray_address or os.environ.get("RAY_ADDRESS"))
     driver_progress = run_dir is not None and local_cluster and os.environ.get("RTUNE_WORKER_LOGS") != "1"
     started_ray = _init_ray(cfg, driver_progress)
+    check_cluster_storage(cfg.storage_path)
     progress = DriverProgress(run_dir, cfg.trainer.max_steps) if driver_progress and _STARTED_LOCAL_RAY else None
     try:
         resources = {"CPU": cfg.cpus_per_worker}
@@ -226,6 +239,7 @@ def train(cfg: RTuneConfig, keep_ray: bool = False) -> Dict[str, Any]:
                                                    checkpoint_score_attribute="eval_loss",
                                                    checkpoint_score_order="min"),
                 failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
+                callbacks=callbacks,
             ),
         )
         if progress is not None:

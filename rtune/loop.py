@@ -28,6 +28,7 @@ from rtune.data import PackedBlocks, PreparedData, prepare_data
 from rtune.metrics import METRICS_FILE, ProgressLog, flops_per_token, peak_flops, peak_rss_mb, reset_peak_rss
 from rtune.model import build_model, count_parameters, load_tokenizer_from
 from rtune.strategy import Strategy, make_strategy
+from rtune.telemetry import RayMetrics
 
 
 def _all_reduce_sum(values: list[float], device) -> list[float]:
@@ -202,12 +203,15 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
                            echo=config.get("echo_progress", True),
                            flops_per_token=flops_per_token(strategy.raw.config, total, cfg.data.seq_len),
                            peak_flops_total=peak_per_worker * world_size)
-    progress.event(f"{'resuming from ' + resume_dir + ' at step ' + str(step) if resume_dir else 'starting fresh'}"
+    started = f"resuming from {resume_dir} at step {step}" if resume_dir else "starting fresh"
+    starts = progress.event(f"{started}"
                    f" | {world_size} worker(s) on {device}, {cfg.strategy.name}"
                    f" | {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)"
                    f" | {prepared.train_blocks} train blocks x {cfg.data.seq_len} tokens, {len(sampler)} per worker"
                    f" per epoch | {tokens_per_step:,} tokens per step | MFU peak: {peak_source}", step=step,
                    resumed_from=resume_dir)
+    ray_metrics = RayMetrics(cfg.run_name, enabled=is_main)  # the dashboard's / Prometheus' view of the run
+    ray_metrics.update({"step": step, "restarts": max(starts - 1, 0)})
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     eval_loss: Optional[float] = None
     window = [0.0, 0.0, 0.0]  # loss sum, steps, non-padding tokens since the last log line
@@ -219,7 +223,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     if step == 0:  # the starting point of the eval-loss curve
         eval_loss = evaluate(model, val_set, t.micro_batch_size, t.eval_max_batches, rank, world_size, device,
                              autocast)
-        progress.log(0, {"eval_loss": eval_loss, "eval_ppl": math.exp(min(eval_loss, 50.0))}, 0)
+        ray_metrics.update(progress.log(0, {"eval_loss": eval_loss, "eval_ppl": math.exp(min(eval_loss, 50.0))}, 0))
 
     # ---- train ------------------------------------------------------------------------------------
     model.train()
@@ -253,7 +257,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
                                      device, autocast)
                 record.update(eval_loss=eval_loss, eval_ppl=math.exp(min(eval_loss, 50.0)))
         if record:  # logged before the checkpoint exists, so a resumed run's record has no gaps
-            progress.log(step, record, window_tokens)
+            ray_metrics.update(progress.log(step, record, window_tokens))
         if do_checkpoint and train_peak_rss_mb is None:
             train_peak_rss_mb = peak_rss_mb()
         if do_eval:

@@ -155,8 +155,10 @@ class ProgressLog:
             self.steady_tokens += tokens
             self.steady_steps += 1
 
-    def log(self, step: int, record: Dict[str, Any], window_tokens: int) -> None:
-        """Print one progress line and append `record` (plus step, tokens/s, ETA) to metrics.jsonl."""
+    def log(self, step: int, record: Dict[str, Any], window_tokens: int) -> Dict[str, Any]:
+        """Print one progress line and append `record` (plus step, tokens/s, ETA) to metrics.jsonl.
+
+        Returns the full record written."""
         now = time.perf_counter()
         elapsed = now - self.window_start
         tokens_per_s = window_tokens / max(elapsed, 1e-9)
@@ -164,7 +166,7 @@ class ProgressLog:
         if self.peak_flops_total > 0 and window_tokens:
             record["mfu"] = round(tokens_per_s * self.flops_per_token / self.peak_flops_total, 5)
         if not self.enabled:
-            return
+            return record
         if self.steady_steps:
             per_step = self._steady_elapsed() / self.steady_steps
             record["eta_s"] = round(per_step * (self.max_steps - step), 1)
@@ -172,15 +174,17 @@ class ProgressLog:
         self.window_start = time.perf_counter()
         if self.echo:
             print("[rtune] " + format_record(record, self.max_steps), file=sys.stdout, flush=True)
+        return record
 
-    def event(self, message: str, **fields: Any) -> None:
-        """Record a start/resume of the worker group (rank 0) in events.jsonl."""
+    def event(self, message: str, **fields: Any) -> int:
+        """Record a start/resume of the worker group (rank 0) in events.jsonl; returns how many it holds."""
         if not self.enabled:
-            return
+            return 0
         events_path = os.path.join(os.path.dirname(self.metrics_path), EVENTS_FILE) if self.metrics_path else None
         self._append(events_path, {"time": time.time(), "message": message, **fields})
         if self.echo:
             print(f"[rtune] {message}", flush=True)
+        return len(read_metrics(events_path)) if events_path else 1
 
     @staticmethod
     def _append(path: Optional[str], record: Dict[str, Any]) -> None:

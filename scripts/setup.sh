@@ -20,7 +20,7 @@ elif [ -n "${RTUNE_TORCH_INDEX:-}" ]; then
 elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   pip_install "$SPEC"
 elif probe=$(mktemp -d) && "$PY" -m pip download -q --no-index --no-deps -d "$probe" "$SPEC" >/dev/null 2>&1 \
-     && ls "$probe" | grep -q '+cpu'; then
+     && compgen -G "$probe/*+cpu*" >/dev/null; then
   pip_install "$SPEC"  # resolves to the local CPU wheel
 else
   pip_install "$SPEC" --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple

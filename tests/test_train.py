@@ -57,6 +57,34 @@ def test_two_workers_loss_falls_and_checkpoint_reloads_exactly(ray_cluster, tmp_
     with open(os.path.join(latest, "rtune_config.json")) as f:
         assert json.load(f)["run_name"] == "two-workers"
 
+    # The same figures reach Ray's metrics endpoint (what Prometheus scrapes), labelled by run.
+    exported = _scrape_rtune_metrics("two-workers", until=lambda m: m.get("rtune_step") == 24)
+    assert exported["rtune_eval_loss"] == pytest.approx(summary["eval_loss"], rel=1e-6)
+    assert exported["rtune_restarts"] == 0 and exported["rtune_tokens_per_second"] > 0
+
+
+def _scrape_rtune_metrics(run: str, until, timeout_s: float = 60) -> dict:
+    """rtune's gauges for one run from every node's Prometheus endpoint (Ray exports every few seconds)."""
+    import re
+    import time
+    import urllib.request
+
+    import ray
+
+    found: dict = {}
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        for node in ray.nodes():
+            url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+            body = urllib.request.urlopen(url, timeout=10).read().decode()
+            for name, labels, value in re.findall(r"^ray_(rtune_\w+)\{(.*)\} (\S+)$", body, flags=re.M):
+                if f'run="{run}"' in labels:
+                    found[name] = float(value)
+        if until(found):
+            return found
+        time.sleep(2)
+    raise AssertionError(f"rtune metrics for run {run} never reached the expected values: {found}")
+
 
 def test_resume_is_exact_and_recovers_a_killed_worker(ray_cluster, tmp_path):
     """Uninterrupted vs killed-at-step-4-and-resumed: same steps, same weights (to 1e-6).

@@ -1,0 +1,47 @@
+"""Training metrics as Ray metrics, so the Ray dashboard, Prometheus and Grafana can show them.
+
+Rank 0 sets one gauge per quantity, tagged with the run name; Ray's metrics agent on each node exports
+them in Prometheus format (with a `ray_` prefix) at the node's metrics export port, next to Ray's own
+metrics. `deploy/grafana/rtune_dashboard.json` plots them per run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+# (name, description, key in a metrics.jsonl record). Prometheus shows each as ray_<name>{run="..."}.
+GAUGES = (
+    ("rtune_step", "Optimizer steps completed.", "step"),
+    ("rtune_train_loss", "Training loss (nats/token), averaged over the last logging window.", "loss"),
+    ("rtune_eval_loss", "Validation loss (nats/token) at the last evaluation.", "eval_loss"),
+    ("rtune_tokens_per_second", "Non-padding tokens per second over all workers, last logging window.",
+     "tokens_per_s"),
+    ("rtune_learning_rate", "Learning rate of the last logged step.", "lr"),
+    ("rtune_mfu", "Model FLOPs utilisation (fraction of the device peak), last logging window.", "mfu"),
+    ("rtune_restarts", "Times the worker group started again for this run (worker failures and resumes).",
+     "restarts"),
+)
+TAG_KEYS = ("run",)
+
+
+class RayMetrics:
+    """Gauges for one run, set from rank 0's metric records; a no-op where Ray metrics are unavailable."""
+
+    def __init__(self, run_name: str, enabled: bool = True):
+        self.tags = {"run": run_name}
+        self.gauges: Dict[str, Any] = {}
+        if not enabled:
+            return
+        try:
+            from ray.util.metrics import Gauge
+
+            self.gauges = {key: Gauge(name, description=description, tag_keys=TAG_KEYS)
+                           for name, description, key in GAUGES}
+        except Exception as err:  # metrics are a view, never a reason for training to fail
+            print(f"[rtune] warning: Ray metrics are off ({type(err).__name__}: {err})", flush=True)
+
+    def update(self, record: Dict[str, Any]) -> None:
+        for key, gauge in self.gauges.items():
+            value: Optional[float] = record.get(key)
+            if value is not None:
+                gauge.set(float(value), tags=self.tags)
