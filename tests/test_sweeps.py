@@ -1,0 +1,84 @@
+"""Sweeps through the real command line: Hydra multirun (summary, failed jobs, re-run skips/resumes)
+and a Ray Tune search with ASHA early stopping, each on its own local Ray cluster (127.0.0.1)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["num_workers=1", "trainer.eval_every_steps=3", "trainer.checkpoint_every_steps=3", "trainer.log_every_steps=3",
+        "model.from_config.n_layer=2", "model.from_config.n_embd=64", "model.from_config.n_head=2",
+        "data.seq_len=64", "trainer.micro_batch_size=4", "optim.warmup_steps=2"]
+
+
+def _rtune(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rtune", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "RAY_worker_niceness": "0"})
+
+
+def _rows(sweep_dir: Path) -> dict:
+    with open(sweep_dir / "sweep_summary.csv") as f:
+        return {r["run_name"]: r for r in csv.DictReader(f)}
+
+
+def test_multirun_sweep_summary_failures_and_rerun(tmp_path):
+    # 2 x 2: the debug.fail_at_step=3 jobs lose a worker after step 3 (max_failures=0), so they fail.
+    sweep = ["train", "-m", f"storage_path={tmp_path}", "optim.lr=1e-3,3e-3", "debug.fail_at_step=3,null",
+             "trainer.max_failures=0", "trainer.max_steps=6", *TINY]
+    first = _rtune(*sweep)
+    assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
+    (sweep_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("sweep-")]
+    rows = _rows(sweep_dir)
+    assert sorted(rows) == ["debug.fail_at_step=3,optim.lr=0.001", "debug.fail_at_step=3,optim.lr=0.003",
+                            "debug.fail_at_step=null,optim.lr=0.001", "debug.fail_at_step=null,optim.lr=0.003"]
+    for name, r in rows.items():
+        assert (sweep_dir / name).is_dir()
+        if "=3," in name:  # recorded as failed, with its error, after its first checkpoint
+            assert r["status"] == "failed" and "training failed" in r["error"] and r["final_step"] == "3"
+            assert (sweep_dir / name / "failed.json").exists()
+        else:  # ran after a failed job: a failure does not stop the sweep
+            assert r["status"] == "finished" and r["final_step"] == "6" and float(r["eval_loss"]) < 7.7
+            assert os.path.isdir(r["best_checkpoint"]) and float(r["tokens_per_s"]) > 0 and float(r["wall_s"]) > 0
+    assert (sweep_dir / "sweep_summary.md").read_text().count("| finished |") == 2
+    assert (sweep_dir / "sweep_eval_loss.png").stat().st_size > 5000
+
+    second = _rtune(*sweep)  # the same sweep again: skip the finished jobs, resume the failed ones
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert second.stdout.count("already finished") == 2
+    assert second.stdout.count("(step 3)") == 2  # "resuming run <name> from .../checkpoint_00000003 (step 3)"
+    rows = _rows(sweep_dir)
+    assert {r["status"] for r in rows.values()} == {"finished"} and len(rows) == 4
+    assert not any((sweep_dir / name / "failed.json").exists() for name in rows)
+
+    third = _rtune(*sweep)  # nothing left to do: no training, no Ray
+    assert third.returncode == 0 and third.stdout.count("already finished") == 4
+    assert "starting fresh" not in third.stdout and "resuming" not in third.stdout
+
+
+def test_tune_with_asha_stops_trials_early_and_summarizes_all(tmp_path):
+    # Best learning rate first: the later, worse trials meet a rung whose records they cannot beat.
+    out = _rtune("tune", f"storage_path={tmp_path}", 'search.space={optim.lr: "grid(3e-3,1e-3,1e-4,1e-5)"}',
+                 "search.num_samples=1", "search.max_concurrent=2", "search.scheduler=asha",
+                 "search.grace_period_steps=3", "trainer.max_steps=12", *TINY)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (sweep_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("sweep-")]
+    rows = _rows(sweep_dir)
+    assert sorted(rows) == ["trial000-optim.lr=0.003", "trial001-optim.lr=0.001", "trial002-optim.lr=0.0001",
+                            "trial003-optim.lr=1e-05"]
+    assert rows["trial000-optim.lr=0.003"]["status"] == "finished"
+    assert rows["trial000-optim.lr=0.003"]["final_step"] == "12"
+    stopped = [r for r in rows.values() if r["status"] == "stopped early"]
+    assert stopped, rows
+    for r in stopped:
+        assert int(r["final_step"]) < 12 and "stopped by asha" in r["error"]
+    for name in rows:  # every trial is an ordinary run with the usual files
+        assert (sweep_dir / name / "metrics.jsonl").exists() and (sweep_dir / name / "summary.json").exists()
+    assert (sweep_dir / "sweep_eval_loss.png").exists()
+    assert "best trial: trial000-optim.lr=0.003" in out.stdout
