@@ -145,6 +145,7 @@ def run_search(cfg: RTuneConfig) -> int:
     preflight(cfg)  # config, model, data (cached for every trial), storage: fail here, not in 8 trials
     cfg.run_name = None
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's table of trials, not its verbose per-report lines
+    _refuse_second_local_cluster(cfg)
     started = _init_ray(cfg, driver_progress=False)
     s, t = cfg.search, cfg.trainer
     grace = s.grace_period_steps or 2 * t.eval_every_steps
@@ -169,6 +170,24 @@ def run_search(cfg: RTuneConfig) -> int:
         if started:
             ray.shutdown()
     return _summarize(cfg, results)
+
+
+def _refuse_second_local_cluster(cfg: RTuneConfig) -> None:
+    """ASHA on a second local Ray would hang: refuse it, naming the cluster to join.
+
+    With two Ray instances on one machine, Ray 2.60's Train placement-group cleaner cannot tell them apart
+    ("Found multiple active Ray instances"), so a trial stopped early keeps its workers' CPUs and the
+    next trials wait for them forever.
+    """
+    import ray
+    from ray._private.services import find_gcs_addresses
+
+    if ray.is_initialized() or cfg.ray_address or os.environ.get("RAY_ADDRESS") or cfg.search.scheduler != "asha":
+        return
+    running = sorted(find_gcs_addresses())
+    if running:
+        raise ConfigError(f"a Ray cluster already runs on this machine ({', '.join(running)}); a second local one "
+                          f"would leak the CPUs of trials ASHA stops: join it with ray_address={running[0]}")
 
 
 def _searcher(max_concurrent: int, seed: int):

@@ -1,5 +1,10 @@
 """Sweeps through the real command line: Hydra multirun (summary, failed jobs, re-run skips/resumes)
-and a Ray Tune search with ASHA early stopping, each on its own local Ray cluster (127.0.0.1)."""
+and a Ray Tune search with ASHA early stopping.
+
+The commands join the session's local Ray (127.0.0.1) through RAY_ADDRESS rather than start their own:
+with two Ray instances on one machine, Ray 2.60's Train placement-group cleaner cannot tell which
+cluster to ask ("Found multiple active Ray instances") and a trial stopped by ASHA keeps its CPUs.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +23,16 @@ TINY = ["num_workers=1", "trainer.eval_every_steps=3", "trainer.checkpoint_every
         "data.seq_len=64", "trainer.micro_batch_size=4", "optim.warmup_steps=2"]
 
 
-def _rtune(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+@pytest.fixture
+def ray_address(ray_cluster):
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
+def _rtune(address: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rtune", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "RAY_worker_niceness": "0"})
+                          timeout=timeout, env={**os.environ, "RAY_ADDRESS": address})
 
 
 def _rows(sweep_dir: Path) -> dict:
@@ -28,14 +40,15 @@ def _rows(sweep_dir: Path) -> dict:
         return {r["run_name"]: r for r in csv.DictReader(f)}
 
 
-def test_multirun_sweep_summary_failures_and_rerun(tmp_path):
+def test_multirun_sweep_summary_failures_and_rerun(tmp_path, ray_address):
     # 2 x 2: the debug.fail_at_step=3 jobs lose a worker after step 3 (max_failures=0), so they fail.
     sweep = ["train", "-m", f"storage_path={tmp_path}", "optim.lr=1e-3,3e-3", "debug.fail_at_step=3,null",
              "trainer.max_failures=0", "trainer.max_steps=6", *TINY]
-    first = _rtune(*sweep)
+    first = _rtune(ray_address, *sweep)
     assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
     (sweep_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("sweep-")]
     rows = _rows(sweep_dir)
+    print((sweep_dir / "sweep_summary.md").read_text())  # shown when an assertion below fails
     assert sorted(rows) == ["debug.fail_at_step=3,optim.lr=0.001", "debug.fail_at_step=3,optim.lr=0.003",
                             "debug.fail_at_step=null,optim.lr=0.001", "debug.fail_at_step=null,optim.lr=0.003"]
     for name, r in rows.items():
@@ -49,7 +62,7 @@ def test_multirun_sweep_summary_failures_and_rerun(tmp_path):
     assert (sweep_dir / "sweep_summary.md").read_text().count("| finished |") == 2
     assert (sweep_dir / "sweep_eval_loss.png").stat().st_size > 5000
 
-    second = _rtune(*sweep)  # the same sweep again: skip the finished jobs, resume the failed ones
+    second = _rtune(ray_address, *sweep)  # the same sweep again: skip the finished jobs, resume the failed ones
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert second.stdout.count("already finished") == 2
     assert second.stdout.count("(step 3)") == 2  # "resuming run <name> from .../checkpoint_00000003 (step 3)"
@@ -57,16 +70,17 @@ def test_multirun_sweep_summary_failures_and_rerun(tmp_path):
     assert {r["status"] for r in rows.values()} == {"finished"} and len(rows) == 4
     assert not any((sweep_dir / name / "failed.json").exists() for name in rows)
 
-    third = _rtune(*sweep)  # nothing left to do: no training, no Ray
+    third = _rtune(ray_address, *sweep)  # nothing left to do: no training, no Ray
     assert third.returncode == 0 and third.stdout.count("already finished") == 4
     assert "starting fresh" not in third.stdout and "resuming" not in third.stdout
 
 
-def test_tune_with_asha_stops_trials_early_and_summarizes_all(tmp_path):
+def test_tune_with_asha_stops_trials_early_and_summarizes_all(tmp_path, ray_address):
     # Best learning rate first: the later, worse trials meet a rung whose records they cannot beat.
-    out = _rtune("tune", f"storage_path={tmp_path}", 'search.space={optim.lr: "grid(3e-3,1e-3,1e-4,1e-5)"}',
-                 "search.num_samples=1", "search.max_concurrent=2", "search.scheduler=asha",
-                 "search.grace_period_steps=3", "trainer.max_steps=12", *TINY)
+    space = 'search.space={optim.lr: "grid(3e-3,1e-3,1e-4,1e-5)"}'
+    out = _rtune(ray_address, "tune", f"storage_path={tmp_path}", space, "search.num_samples=1",
+                 "search.max_concurrent=2", "search.scheduler=asha", "search.grace_period_steps=3",
+                 "trainer.max_steps=12", *TINY)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     (sweep_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("sweep-")]
     rows = _rows(sweep_dir)
@@ -82,3 +96,12 @@ def test_tune_with_asha_stops_trials_early_and_summarizes_all(tmp_path):
         assert (sweep_dir / name / "metrics.jsonl").exists() and (sweep_dir / name / "summary.json").exists()
     assert (sweep_dir / "sweep_eval_loss.png").exists()
     assert "best trial: trial000-optim.lr=0.003" in out.stdout
+
+
+def test_tune_refuses_a_second_local_cluster_and_names_the_one_to_join(tmp_path, ray_address):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-m", "rtune", "tune", f"storage_path={tmp_path}",
+                          'search.space={optim.lr: "choice(1e-3,3e-3)"}', *TINY], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert f"join it with ray_address={ray_address}" in out.stderr and "Traceback" not in out.stderr
