@@ -31,6 +31,8 @@ examples:
   python -m rtune train model=gpt2 data=the_stack_smol num_workers=4 use_gpu=true
   python -m rtune train run_name=my-run                  # same name again = resume
   python -m rtune train --cfg job                        # print the composed config
+  python -m rtune train -m optim.lr=1e-4,3e-4 peft=none,lora   # a sweep: summary + plot; re-run skips finished
+  python -m rtune submit --address http://127.0.0.1:8265 -- train trainer.max_steps=50
 errors print one line; set RTUNE_FULL_ERROR=1 for the full traceback."""
 
 HYDRA_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--multirun", "-m", "--resolve",

@@ -63,8 +63,11 @@ else
   args=(--head --node-ip-address="$host" --port="$port" --dashboard-host=127.0.0.1 --dashboard-port="$dashboard_port"
         --ray-client-server-port=$((port + 1)) --temp-dir="$temp_dir" "${resources[@]}")
 fi
-# Stop fast: draining (for Serve replicas) is not needed by training jobs, whose checkpoints are on storage.
-export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=${RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S:-2}
+# Stop fast: draining (for Serve replicas) is not needed by training jobs, whose checkpoints are on storage,
+# and its RPC can hang for ~40 s. 0 turns it off.
+export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=${RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S:-0}
+# Token authentication: the head turns it on by itself; a joining node must be told, or it is refused.
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
 # Workers at normal priority: Ray starts them at nice 15, below its own helper processes.
 export RAY_worker_niceness=${RAY_worker_niceness:-0}
 setsid ray start --block --disable-usage-stats "${args[@]}" >"$state_dir/ray.log" 2>&1 < /dev/null &

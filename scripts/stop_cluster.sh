@@ -28,11 +28,13 @@ temp_dir=$(cat "$state_dir/temp_dir" 2>/dev/null || true)
 group_alive() { [ -n "$(ps -eo pgid= | awk -v g="$pid" '$1 == g')" ]; }
 
 if kill -0 "$pid" 2>/dev/null; then
-  # SIGTERM to `ray start --block` alone: it drains the node, then stops the processes it started.
+  # SIGTERM to `ray start --block` alone: it stops the processes it started, then exits.
   kill -TERM "$pid"
-  for _ in $(seq 1 45); do group_alive || break; sleep 1; done
+  for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
 fi
-# Whatever is left of this node's session (setsid made pid its process group) is killed.
+# Its agents can outlive it by half a minute: a short grace, then whatever is left of this node's
+# session (setsid made pid its process group) is killed.
+for _ in $(seq 1 3); do group_alive || break; sleep 1; done
 if group_alive; then
   kill -KILL -- "-$pid" 2>/dev/null || true
 fi

@@ -117,15 +117,20 @@ def test_resume_is_exact_and_recovers_a_killed_worker(ray_cluster, tmp_path):
         assert summary["eval_loss"] == pytest.approx(straight["eval_loss"], abs=1e-6)
 
 
-def test_one_worker_run_and_generate(ray_cluster, tmp_path):
+def test_one_worker_run_on_uri_storage_and_generate(ray_cluster, tmp_path):
+    """One worker, storage given as a URI (file://: the same pyarrow filesystem layer as s3:// and gs://)."""
     import subprocess
     import sys
 
-    summary = train(compose(*tiny_overrides(tmp_path, "one", "num_workers=1", "trainer.max_steps=4",
-                                            "trainer.checkpoint_every_steps=4", "trainer.eval_every_steps=4")))
+    overrides = tiny_overrides(tmp_path, "one", "num_workers=1", "trainer.max_steps=4",
+                               "trainer.checkpoint_every_steps=4", "trainer.eval_every_steps=4")
+    overrides = [f"storage_path=file://{tmp_path}" if o.startswith("storage_path=") else o for o in overrides]
+    summary = train(compose(*overrides))
     assert summary["final_step"] == 4 and summary["num_workers"] == 1
     assert 0.99 < summary["packing_non_pad_fraction"] <= 1.0 and summary["steady_mfu"] > 0
-    gen = subprocess.run([sys.executable, "-m", "rtune", "generate", summary["latest_checkpoint"],
+    latest = summary["latest_checkpoint"].removeprefix("file://")
+    assert latest == str(tmp_path / "one" / "checkpoint_00000004") and os.path.isdir(latest)
+    gen = subprocess.run([sys.executable, "-m", "rtune", "generate", latest,
                           "prompt=fn main() {", "max_new_tokens=6"], capture_output=True, text=True, timeout=300)
     assert gen.returncode == 0 and gen.stdout.startswith("fn main() {"), gen.stderr
 
