@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import ast
 import copy
+import json
 import os
 import re
 from typing import Any, Dict, List, Tuple
 
-from rtune.config import ConfigError, RTuneConfig, from_dict, is_uri, to_dict
+from rtune.config import ConfigError, RTuneConfig, from_dict, to_dict
 from rtune.sweep import is_finished, row, run_name_for, write_summary
 
 TRIAL_DRIVER_MEMORY = 512 * 1024**2  # bytes Ray reserves for each trial's driver process (it imports torch)
@@ -130,17 +131,16 @@ def run_search(cfg: RTuneConfig) -> int:
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
 
     from rtune.launch import _init_ray, preflight
-    from rtune.sweep import sweep_name_for
+    from rtune.sweep import sweep_dir_for, sweep_name_for
 
     space = check_search(cfg)
-    if cfg.sweep_name is None:
-        cfg.sweep_name = sweep_name_for([f"{k}={v}" for k, v in sorted(cfg.search.space.items())] +
-                                        [f"search={to_dict(cfg)['search']}", f"base={to_dict(cfg)}"])
-    if not is_uri(cfg.storage_path):
-        cfg.storage_path = os.path.abspath(os.path.expanduser(cfg.storage_path))
-    cfg.storage_path = f"{cfg.storage_path.rstrip('/')}/{cfg.sweep_name}"
+    if cfg.sweep_name is None:  # the whole config names the search, wherever it is stored
+        defining = {k: v for k, v in to_dict(cfg).items() if k not in ("storage_path", "ray_address")}
+        cfg.sweep_name = sweep_name_for([json.dumps(defining, sort_keys=True)])
+    cfg.storage_path = sweep_dir_for(cfg.storage_path, cfg.sweep_name)
     cfg.run_name = "tune"  # Tune's own directory
     preflight(cfg)  # config, model, data (cached for every trial), storage: fail here, not in 8 trials
     cfg.run_name = None
@@ -161,7 +161,8 @@ def run_search(cfg: RTuneConfig) -> int:
             param_space={"params": tune_space(space)},
             tune_config=tune.TuneConfig(metric=s.metric, mode=s.mode, num_samples=s.num_samples,
                                         max_concurrent_trials=s.max_concurrent, scheduler=scheduler,
-                                        search_alg=_searcher(s.max_concurrent, s.seed)),
+                                        search_alg=BasicVariantGenerator(max_concurrent=s.max_concurrent,
+                                                                         random_state=s.seed)),
             run_config=tune.RunConfig(name="tune", storage_path=cfg.storage_path, verbose=1,
                                       failure_config=tune.FailureConfig(max_failures=0)),
         )
@@ -190,12 +191,6 @@ def _refuse_second_local_cluster(cfg: RTuneConfig) -> None:
                           f"would leak the CPUs of trials ASHA stops: join it with ray_address={running[0]}")
 
 
-def _searcher(max_concurrent: int, seed: int):
-    from ray.tune.search import BasicVariantGenerator
-
-    return BasicVariantGenerator(max_concurrent=max_concurrent, random_state=seed)
-
-
 def _trial_index(result) -> int:
     """The trial's number: the suffix of its id (`a1b2c_00003`), which is also in its directory name."""
     trial_id = (result.metrics or {}).get("trial_id")
@@ -207,8 +202,6 @@ def _trial_index(result) -> int:
 
 def _write_run_files(run_dir: str, name: str, summary: Dict[str, Any]) -> None:
     """summary.json and loss_curve.png for a trial the scheduler ended before train() could write them."""
-    import json
-
     from rtune.launch import LOSS_PNG, SUMMARY_FILE
     from rtune.metrics import METRICS_FILE, plot_losses
 

@@ -50,6 +50,15 @@ def swept_keys(args: List[str]) -> List[str]:
     return [o.key_or_group for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()]
 
 
+def sweep_dir_for(storage_path: str, sweep_name: str) -> str:
+    """`<storage_path>/<sweep_name>`, absolute for a local path (Ray workers run elsewhere), as is for a URI."""
+    from rtune.config import is_uri
+
+    if not is_uri(storage_path):
+        storage_path = os.path.abspath(os.path.expanduser(storage_path))
+    return f"{storage_path.rstrip('/')}/{sweep_name}"
+
+
 def run_name_for(overrides: List[str], prefix: str = "", keys: Optional[List[str]] = None) -> str:
     """`optim.lr=0.0003,peft=lora`: a readable run name from a job's overrides (valid as rtune run_name).
 
@@ -193,10 +202,9 @@ class MultirunSweep:
         """One job: derive its name and directory, skip it if finished, else train (resuming if begun)."""
         from rtune.config import is_uri
 
-        storage = cfg.storage_path if is_uri(cfg.storage_path) else os.path.abspath(
-            os.path.expanduser(cfg.storage_path))
+        storage = cfg.storage_path
         cfg.sweep_name = cfg.sweep_name or self.sweep_name
-        cfg.storage_path = self.sweep_dir = f"{storage.rstrip('/')}/{cfg.sweep_name}"
+        cfg.storage_path = self.sweep_dir = sweep_dir_for(storage, cfg.sweep_name)
         cfg.run_name = run_name_for(task_overrides, keys=self.keys or None)
         overrides = " ".join(o for o in task_overrides if _key(o) not in _PLACEMENT_KEYS)
         run_dir = os.path.join(cfg.storage_path, cfg.run_name)
