@@ -111,7 +111,7 @@ def compose_config(overrides: List[str]):
 
 
 def run_train(cfg, keep_ray: bool = False) -> dict:
-    from rtune.launch import format_summary, train
+    from rtune.driver.launch import format_summary, train
 
     summary = train(cfg, keep_ray=keep_ray)
     print(format_summary(summary), flush=True)
@@ -125,7 +125,7 @@ def _hydra_entry(rest: List[str]) -> int:
     from omegaconf import OmegaConf
 
     from rtune.config import register_schema
-    from rtune.sweep import MultirunSweep, swept_keys, sweep_name_for
+    from rtune.driver.sweep import MultirunSweep, swept_keys, sweep_name_for
 
     register_schema()
     # Multirun jobs run one after another in this process, on one warm Ray cluster, into one sweep dir.
@@ -152,7 +152,7 @@ def _is_multirun(args: List[str]) -> bool:
 def _guarded(fn, exit_on_error: bool = True) -> int:
     """Run fn; a user-caused error becomes one line on stderr and exit code 2 (1 for failed training)."""
     from rtune.config import ConfigError
-    from rtune.launch import Interrupted, TrainingFailed
+    from rtune.driver.launch import Interrupted, TrainingFailed
 
     if os.environ.get("RTUNE_FULL_ERROR") == "1":
         result = fn()
@@ -207,7 +207,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if command == "generate":
         return _guarded(lambda: _generate(rest))
     if command == "tune":
-        from rtune.search import run_search
+        from rtune.driver.search import run_search
 
         if any(arg.split("=")[0] in HYDRA_FLAGS for arg in rest):
             print("rtune: error: tune takes KEY=VALUE overrides only (no Hydra flags); search.* keys are in README",
@@ -215,7 +215,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 2
         return _guarded(lambda: run_search(compose_config(rest)))
     if command == "submit":
-        from rtune.submit import main as submit_main
+        from rtune.driver.submit import main as submit_main
 
         return _guarded(lambda: submit_main(rest))
     if command != "train":

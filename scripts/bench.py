@@ -44,7 +44,7 @@ def rtune_overrides(quick: bool) -> list[str]:
 def prepare(quick: bool):
     from rtune.cli import compose_config
     from rtune.config import finalize
-    from rtune.data import prepare_data
+    from rtune.data.pipeline import prepare_data
 
     cfg = finalize(compose_config(rtune_overrides(quick)))
     prepared, tokenizer = prepare_data(cfg)
@@ -72,8 +72,8 @@ def run_bare(args, distributed: bool) -> dict:
     import torch.distributed as dist
     from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-    from rtune.data import PackedBlocks
-    from rtune.optim import build_optimizer
+    from rtune.data.pipeline import PackedBlocks
+    from rtune.worker.optim import build_optimizer
 
     torch.set_num_threads(1)
     rank, world = 0, 1
@@ -121,7 +121,7 @@ def run_hf(args) -> dict:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from rtune.data import PackedBlocks
+    from rtune.data.pipeline import PackedBlocks
 
     torch.set_num_threads(1)
     cfg, prepared, tokenizer = prepare(args.quick)
@@ -195,7 +195,7 @@ def summarize(times, tokens, rss, t0, wall, warmup) -> dict:
 def packing_efficiency(quick: bool) -> dict:
     import numpy as np
 
-    from rtune.data import PAD, load_documents
+    from rtune.data.pipeline import PAD, load_documents
 
     cfg, prepared, tokenizer = prepare(quick)
     blocks = np.load(prepared.train_path, mmap_mode="r")

@@ -84,7 +84,7 @@ def test_submit_runs_to_success_with_a_loadable_checkpoint(head, tmp_path):
     from ray.job_submission import JobSubmissionClient
     from transformers import AutoModelForCausalLM
 
-    from rtune.submit import auth_headers
+    from rtune.driver.submit import auth_headers
 
     out = _submit(head, tmp_path, f"storage_path={tmp_path}", "run_name=submitted", *TINY)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

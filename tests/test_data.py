@@ -10,7 +10,7 @@ import pytest
 
 from conftest import compose
 from rtune.config import ConfigError, finalize
-from rtune.data import PAD, PackedBlocks, load_documents, pack, prepare_data, split_documents
+from rtune.data.pipeline import PAD, PackedBlocks, load_documents, pack, prepare_data, split_documents
 
 
 @pytest.mark.parametrize("seq_len", [1, 5, 16, 64])

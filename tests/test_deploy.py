@@ -75,7 +75,7 @@ def test_grafana_dashboard_plots_every_exported_metric():
 
 def test_sweep_names_are_stable_and_run_names_carry_only_the_swept_values():
     from rtune.config import _RUN_NAME
-    from rtune.sweep import run_name_for, swept_keys, sweep_name_for
+    from rtune.driver.sweep import run_name_for, swept_keys, sweep_name_for
 
     args = ["-m", "optim.lr=1e-4,3e-4", "peft=none,lora", "trainer.max_steps=50", "storage_path=/x"]
     assert sweep_name_for(args) == sweep_name_for(list(reversed(args)))  # order does not matter
@@ -90,7 +90,7 @@ def test_sweep_names_are_stable_and_run_names_carry_only_the_swept_values():
 
 
 def test_search_space_parsing_and_errors():
-    from rtune.search import apply_params, check_search, parse_distribution, trial_run_name
+    from rtune.driver.search import apply_params, check_search, parse_distribution, trial_run_name
 
     assert parse_distribution("optim.lr", "loguniform(1e-5, 1e-3)") == ("loguniform", [1e-5, 1e-3])
     assert parse_distribution("peft.r", "choice(8,16)") == ("choice", [8, 16])
@@ -114,7 +114,7 @@ def test_search_space_parsing_and_errors():
 
 
 def test_submit_entrypoint_address_and_token(tmp_path, monkeypatch):
-    from rtune import submit
+    from rtune.driver import submit
 
     assert submit.build_entrypoint(["train", "a=1"], "/abs/results") == [
         "python", "-m", "rtune", "train", "a=1", "storage_path=/abs/results"]

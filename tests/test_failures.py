@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from conftest import compose, tiny_overrides
-from rtune.launch import train
+from rtune.driver.launch import train
 from rtune.metrics import read_metrics
 
 pytestmark = pytest.mark.slow

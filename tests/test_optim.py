@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rtune.config import OptimConfig
-from rtune.optim import build_optimizer, build_scheduler, lr_factor, param_groups
+from rtune.worker.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 
 
 def test_warmup_then_cosine_to_the_floor():

@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from conftest import compose
 from rtune import checkpoint as ckpt
 from rtune.config import ConfigError, finalize, to_dict
-from rtune.launch import _resume_point
-from rtune.loop import BatchStream
+from rtune.driver.launch import _resume_point
+from rtune.worker.loop import BatchStream
 from rtune.model import train_bpe_tokenizer
 
 

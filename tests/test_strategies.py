@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import compose, tiny_overrides
-from rtune.launch import train
+from rtune.driver.launch import train
 from rtune.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
@@ -38,8 +38,8 @@ def run_with_fault(tmp_path, name, *extra, min_drop=0.3):
 
 
 def eval_loss_of(model, cfg):
-    from rtune.data import PackedBlocks, prepare_data
-    from rtune.loop import evaluate
+    from rtune.data.pipeline import PackedBlocks, prepare_data
+    from rtune.worker.loop import evaluate
 
     prepared, tokenizer = prepare_data(cfg)
     val = PackedBlocks(prepared.val_path, tokenizer.pad_token_id)
@@ -102,7 +102,7 @@ def test_lora_trains_only_adapters_and_merges_exactly(ray_cluster, tmp_path):
 def test_deepspeed_zero(ray_cluster, tmp_path, stage):
     from transformers import AutoModelForCausalLM
 
-    from rtune.strategy import verify_deepspeed_shards
+    from rtune.worker.strategy import verify_deepspeed_shards
 
     cfg, summary = run_with_fault(tmp_path, f"zero{stage}", "strategy=deepspeed", f"strategy.zero_stage={stage}")
     ckpt = summary["latest_checkpoint"]

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import compose, tiny_overrides
-from rtune.launch import TrainingFailed, train
+from rtune.driver.launch import TrainingFailed, train
 from rtune.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
@@ -27,8 +27,8 @@ def _weights(ckpt_dir: str) -> dict:
 def test_two_workers_loss_falls_and_checkpoint_reloads_exactly(ray_cluster, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rtune.data import PackedBlocks, prepare_data
-    from rtune.loop import evaluate
+    from rtune.data.pipeline import PackedBlocks, prepare_data
+    from rtune.worker.loop import evaluate
 
     cfg = compose(*tiny_overrides(tmp_path, "two-workers", "num_workers=2", "trainer.max_steps=24",
                                   "trainer.eval_every_steps=8", "trainer.checkpoint_every_steps=12",

@@ -58,7 +58,7 @@ def _key(*parts: object) -> str:
 
 
 def _package_dir(name: str) -> str:
-    base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_data")
+    base = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sample_data")
     path = os.path.join(base, name)
     if not os.path.isdir(path):
         found = ", ".join(sorted(os.listdir(base))) if os.path.isdir(base) else "none"

@@ -24,10 +24,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from rtune import checkpoint as ckpt
 from rtune.config import RTuneConfig, from_dict, is_uri
-from rtune.data import PackedBlocks, PreparedData, prepare_data
+from rtune.data.pipeline import PackedBlocks, PreparedData, prepare_data
 from rtune.metrics import METRICS_FILE, ProgressLog, flops_per_token, peak_flops, peak_rss_mb, reset_peak_rss
 from rtune.model import build_model, count_parameters, load_tokenizer_from
-from rtune.strategy import Strategy, make_strategy
+from rtune.worker.strategy import Strategy, make_strategy
 from rtune.telemetry import RayMetrics
 
 

@@ -6,7 +6,7 @@ ordinary rtune `train()` (its own TorchTrainer and worker group) with the trial'
 stop the trial. `Tuner(TorchTrainer(...))` is rejected by Ray 2.60.
 
 Trials are ordinary runs under `<storage_path>/<sweep_name>/` with the same files as any run, and the
-search ends in the same summary (CSV, Markdown, eval-loss plot) as a multirun sweep (rtune/sweep.py).
+search ends in the same summary (CSV, Markdown, eval-loss plot) as a multirun sweep (rtune/driver/sweep.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import re
 from typing import Any, Dict, List, Tuple
 
 from rtune.config import ConfigError, RTuneConfig, from_dict, to_dict
-from rtune.sweep import is_finished, row, run_name_for, write_summary
+from rtune.driver.sweep import is_finished, row, run_name_for, write_summary
 
 TRIAL_DRIVER_MEMORY = 512 * 1024**2  # bytes Ray reserves for each trial's driver process (it imports torch)
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice", "grid")
@@ -113,7 +113,7 @@ def _trial(config: Dict[str, Any], base: Dict[str, Any]) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from rtune.launch import train
+    from rtune.driver.launch import train
 
     params = config["params"]
     cfg = apply_params(base, params)
@@ -133,8 +133,8 @@ def run_search(cfg: RTuneConfig) -> int:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    from rtune.launch import _init_ray, preflight
-    from rtune.sweep import sweep_dir_for, sweep_name_for
+    from rtune.driver.launch import _init_ray, preflight
+    from rtune.driver.sweep import sweep_dir_for, sweep_name_for
 
     space = check_search(cfg)
     if cfg.sweep_name is None:  # the whole config names the search, wherever it is stored
@@ -202,7 +202,7 @@ def _trial_index(result) -> int:
 
 def _write_run_files(run_dir: str, name: str, summary: Dict[str, Any]) -> None:
     """summary.json and loss_curve.png for a trial the scheduler ended before train() could write them."""
-    from rtune.launch import LOSS_PNG, SUMMARY_FILE
+    from rtune.driver.launch import LOSS_PNG, SUMMARY_FILE
     from rtune.metrics import METRICS_FILE, plot_losses
 
     if not os.path.isdir(run_dir):

@@ -24,7 +24,7 @@ import torch
 
 from rtune.config import RTuneConfig
 from rtune.model import apply_lora
-from rtune.optim import build_optimizer, build_scheduler
+from rtune.worker.optim import build_optimizer, build_scheduler
 
 
 class Strategy:

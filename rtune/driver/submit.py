@@ -35,7 +35,7 @@ SUBMIT_RETRY_S = 60  # a freshly started head takes a few seconds to register it
 
 def project_root() -> Path:
     """The checkout that holds rtune/ and conf/: it becomes the job's working_dir."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if not (root / "conf" / "config.yaml").exists():
         raise ConfigError(f"rtune submit ships the checkout's code and conf/, but {root} has no conf/config.yaml: "
                           "run it from a git clone of rtune (pip install -e .)")

@@ -75,7 +75,7 @@ def _resume_point(cfg: RTuneConfig, run_dir: Optional[str]) -> Optional[str]:
 
 def preflight(cfg: RTuneConfig):
     """All driver-side checks and data preparation; returns (PreparedData, run_dir)."""
-    from rtune.data import prepare_data
+    from rtune.data.pipeline import prepare_data
     from rtune.model import check_lora_targets, load_model_config, max_context
 
     validate(cfg)
@@ -209,7 +209,7 @@ def train(cfg: RTuneConfig, keep_ray: bool = False, callbacks: Optional[list] = 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from rtune.loop import train_loop_per_worker
+    from rtune.worker.loop import train_loop_per_worker
 
     start = time.perf_counter()
     prepared, run_dir = preflight(cfg)

@@ -1,7 +1,7 @@
 """Sweeps: many runs under one sweep directory, and one summary of them.
 
 Two producers share this module: Hydra multirun (`python -m rtune train -m optim.lr=1e-4,3e-4 peft=none,lora`,
-jobs one after another on one warm Ray cluster) and Ray Tune (`python -m rtune tune`, rtune/search.py,
+jobs one after another on one warm Ray cluster) and Ray Tune (`python -m rtune tune`, rtune/driver/search.py,
 trials side by side). Each run is an ordinary rtune run (checkpoints, metrics.jsonl, summary.json,
 loss_curve.png) named after its overrides, under `<storage_path>/<sweep_name>/`. The sweep summary
 (`sweep_summary.csv`, `sweep_summary.md`, `sweep_eval_loss.png`) is rewritten after every run, so a

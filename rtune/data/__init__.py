@@ -1,0 +1,1 @@
+"""Data: sources, formats, tokenization and packing (runs on the driver, or wherever data is prepared)."""

@@ -1,0 +1,1 @@
+"""Worker side: runs inside Ray Train workers (the loop, strategies, objectives, optimizer)."""
