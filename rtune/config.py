@@ -51,24 +51,47 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Which text to train on and how it is cut into blocks.
+    """What to train on, which tokens carry the loss, and how samples are packed into rows.
 
     Args:
         path: Hub dataset id, a local directory laid out like the hub repo, JSON/JSONL/Parquet
             file(s) (comma-separated), or `package:<name>` for a corpus shipped with rtune.
         data_dir: Sub-directory of the dataset to read (`data/rust` in the-stack-smol).
-        text_field: Column holding the text.
-        seq_len: Tokens per training block (packed, no padding except in the very last block).
-        val_fraction: Share of documents held out for validation (at least one document).
-        max_documents: Read at most this many documents (null: all); handy for quick runs.
+        format: `text` (raw documents), `chat` (message lists), `instruction` (Alpaca instruction /
+            input / output), `prompt_completion` (prompt + completion strings) or `preference`
+            (prompt + chosen + rejected, for objective=dpo/orpo/simpo).
+        text_field: Column holding the text (format=text).
+        messages_field: Column holding the conversation (format=chat); ShareGPT `conversations` with
+            from/value is read too.
+        chat_template: null: the tokenizer's own template (rtune's ChatML if it has none); or a name
+            (`chatml`, `llama3`) or a path to a Jinja file. Saved with every checkpoint.
+        train_on: Chat and instruction formats: `assistant` (every assistant turn, with its end-of-turn
+            token), `last_assistant`, or `all` (every token).
+        packing: `isolated` (whole samples per row by best-fit-decreasing, each attending only to
+            itself), `concat` (samples stream into rows and may attend across boundaries) or `none`
+            (one sample per row, padded). null: concat for format=text, isolated otherwise.
+        truncation: A sample longer than seq_len (isolated / none packing): `drop` it, or `truncate`
+            it to seq_len. The run log counts either.
+        seq_len: Tokens per row.
+        val_fraction: Share of records held out for validation (at least one); unused with eval_path.
+        eval_path: A separate validation set (same kinds of path as `path`, same format); when set,
+            nothing is held out of the training data.
+        max_documents: Read at most this many records (null: all); handy for quick runs.
         cache_dir: Where tokenizers, tokenized and packed data are cached (keyed by content).
     """
 
     path: str = "package:rust_sample"
     data_dir: Optional[str] = None
+    format: str = "text"
     text_field: str = "content"
+    messages_field: str = "messages"
+    chat_template: Optional[str] = None
+    train_on: str = "assistant"
+    packing: Optional[str] = None
+    truncation: str = "drop"
     seq_len: int = 256
     val_fraction: float = 0.05
+    eval_path: Optional[str] = None
     max_documents: Optional[int] = None
     cache_dir: str = "~/.cache/rtune"
 
@@ -90,6 +113,8 @@ class TrainerConfig:
         precision: `fp32` or `bf16` (autocast; weights and optimizer state stay fp32).
         gradient_checkpointing: Recompute activations in the backward pass to save memory.
         max_failures: Worker-group restarts Ray Train may make before the run fails.
+        logits_chunk_tokens: Tokens whose logits are computed at once in the loss (null: as many as
+            keep one chunk's fp32 logits near 256 MB). A micro-batch's full logits never exist at once.
     """
 
     max_steps: int = 200
@@ -104,6 +129,7 @@ class TrainerConfig:
     precision: str = "fp32"
     gradient_checkpointing: bool = False
     max_failures: int = 0
+    logits_chunk_tokens: Optional[int] = None
 
 
 @dataclass
@@ -140,15 +166,16 @@ class PeftConfig:
         r: LoRA rank.
         alpha: LoRA scaling numerator (the update is scaled by alpha / r).
         dropout: Dropout on the LoRA branch.
-        target_modules: Module names to adapt; null picks the architecture's default (GPT-2: c_attn;
-            Llama-style: q_proj, v_proj; GPT-NeoX/Falcon: query_key_value).
+        target_modules: Module names to adapt (a list), `all-linear` (every linear layer but the output
+            head, as peft defines it), or null for the architecture's default: its attention and MLP
+            projections (GPT-2: c_attn, c_proj, c_fc; Llama/Qwen/Mistral: q/k/v/o_proj, gate/up/down_proj).
     """
 
     method: str = "none"
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
-    target_modules: Optional[List[str]] = None
+    target_modules: Any = None  # a list of names, or the string "all-linear"
 
 
 @dataclass
@@ -258,6 +285,10 @@ def register_schema() -> None:
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
 _PRECISIONS = ("fp32", "bf16")
+FORMATS = ("text", "chat", "instruction", "prompt_completion", "preference")
+TRAIN_ON = ("assistant", "last_assistant", "all")
+PACKINGS = ("concat", "isolated", "none")
+TRUNCATIONS = ("drop", "truncate")
 _SCHEDULES = ("cosine", "linear", "constant")
 
 
@@ -280,6 +311,16 @@ def validate(cfg: RTuneConfig) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key} must be at least 1, got {value}: set {key}=1 or more")
+    for key, value, choices in (("data.format", d.format, FORMATS), ("data.train_on", d.train_on, TRAIN_ON),
+                                ("data.truncation", d.truncation, TRUNCATIONS)):
+        if value not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+    if d.packing is not None and d.packing not in PACKINGS:
+        raise ConfigError(f"data.packing must be one of {', '.join(PACKINGS)} (or null: the format's default), "
+                          f"got {d.packing!r}")
+    if t.logits_chunk_tokens is not None and t.logits_chunk_tokens < 1:
+        raise ConfigError(f"trainer.logits_chunk_tokens must be at least 1 (or null: automatic), got "
+                          f"{t.logits_chunk_tokens}")
     if d.seq_len < 8:
         raise ConfigError(f"data.seq_len must be at least 8, got {d.seq_len}")
     if not 0.0 < d.val_fraction < 1.0:
@@ -315,8 +356,11 @@ def validate(cfg: RTuneConfig) -> None:
         raise ConfigError(f"strategy.offload_optimizer must be none or cpu, got {s.offload_optimizer!r}")
     if s.offload_optimizer == "cpu" and s.name != "deepspeed":
         raise ConfigError("strategy.offload_optimizer=cpu needs strategy=deepspeed")
-    if p.method == "lora" and s.name == "fsdp":
-        raise ConfigError("peft=lora composes with strategy=ddp or strategy=deepspeed, not fsdp")
+    targets = p.target_modules
+    if not (targets is None or targets == "all-linear"
+            or (isinstance(targets, (list, tuple)) and targets and all(isinstance(t, str) for t in targets))):
+        raise ConfigError(f"peft.target_modules must be a list of module names, all-linear, or null (the "
+                          f"architecture's default), got {targets!r}")
     if cfg.debug.fail_at_step is not None and not 0 <= cfg.debug.fail_rank < cfg.num_workers:
         raise ConfigError(f"debug.fail_rank must be in [0, {cfg.num_workers - 1}]")
 

@@ -114,6 +114,7 @@ class ProgressLog:
         self.start_step = start_step
         self.steady_start: Optional[float] = None
         self.steady_tokens = 0
+        self.steady_targets = 0
         self.steady_steps = 0
         self.window_start = time.perf_counter()
         self.paused_s = 0.0  # time inside paused() since the steady-state clock started
@@ -141,18 +142,25 @@ class ProgressLog:
             return None
         return self.steady_tokens / self._steady_elapsed()
 
+    def steady_target_tokens_per_s(self) -> Optional[float]:
+        """Loss-bearing tokens per second (what SFT learns from; padding and prompts excluded)."""
+        if self.steady_start is None or self.steady_steps == 0:
+            return None
+        return self.steady_targets / self._steady_elapsed()
+
     def steady_mfu(self) -> Optional[float]:
         tokens_per_s = self.steady_tokens_per_s()
         if tokens_per_s is None or not self.peak_flops_total > 0:
             return None
         return tokens_per_s * self.flops_per_token / self.peak_flops_total
 
-    def step(self, step: int, tokens: int) -> None:
-        """Account one finished optimizer step that processed `tokens` non-padding tokens (all ranks)."""
+    def step(self, step: int, tokens: int, targets: int = 0) -> None:
+        """Account one finished optimizer step: `tokens` non-padding tokens, `targets` of them loss-bearing."""
         if step - self.start_step == WARMUP_STEPS:
             self.steady_start = time.perf_counter()
         elif self.steady_start is not None:
             self.steady_tokens += tokens
+            self.steady_targets += targets
             self.steady_steps += 1
 
     def log(self, step: int, record: Dict[str, Any], window_tokens: int) -> Dict[str, Any]:
@@ -163,6 +171,8 @@ class ProgressLog:
         elapsed = now - self.window_start
         tokens_per_s = window_tokens / max(elapsed, 1e-9)
         record = {"step": step, **record, "tokens_per_s": round(tokens_per_s, 1), "time": round(time.time(), 3)}
+        if "target_tokens" in record:
+            record["target_tokens_per_s"] = round(record["target_tokens"] / max(elapsed, 1e-9), 1)
         if self.peak_flops_total > 0 and window_tokens:
             record["mfu"] = round(tokens_per_s * self.flops_per_token / self.peak_flops_total, 5)
         if not self.enabled:

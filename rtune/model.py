@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Sequence
 
 from rtune.config import ConfigError, ModelConfig, PeftConfig
 
@@ -63,6 +63,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None) or tokenizer._tokenizer
     digest = hashlib.sha256(backend.to_str().encode())
     digest.update(str(tokenizer.eos_token_id).encode())
+    digest.update(str(getattr(tokenizer, "chat_template", None)).encode())
     return digest.hexdigest()[:16]
 
 
@@ -130,9 +131,19 @@ def build_model(cfg: ModelConfig, vocab_size: int, eos_token_id: Optional[int] =
                                                      dtype="float32", **kwargs)
     except (OSError, ValueError) as err:
         raise _hub_error("model", cfg.name_or_path, err) from None
-    if model.get_input_embeddings().weight.shape[0] < vocab_size:
-        model.resize_token_embeddings(vocab_size)
     return model
+
+
+def fit_embeddings(model, vocab_size: int) -> List[int]:
+    """Grow the embeddings to the tokenizer's vocabulary (tokens a chat template added); returns the new ids.
+
+    New rows start at the mean of the old ones (transformers' default), a neutral start for a new token.
+    """
+    rows = model.get_input_embeddings().num_embeddings  # (weight.shape is a partition under ZeRO-3)
+    if rows >= vocab_size:
+        return []
+    model.resize_token_embeddings(vocab_size)
+    return list(range(rows, vocab_size))
 
 
 def count_parameters(model) -> tuple[int, int]:
@@ -148,13 +159,21 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-# Default LoRA targets per architecture: the attention projections, as in the LoRA paper.
+# Default LoRA targets per architecture: attention and MLP projections (what QLoRA and most recipes
+# adapt; the LoRA paper's attention-only choice leaves quality on the table for SFT).
+_LLAMA_LIKE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LORA_TARGETS = {
-    "gpt2": ["c_attn"], "gpt_neox": ["query_key_value"], "falcon": ["query_key_value"],
-    "bloom": ["query_key_value"], "phi3": ["qkv_proj"],
-    **{t: ["q_proj", "v_proj"] for t in ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2",
-                                         "gemma3_text", "phi", "opt", "gptj", "olmo", "olmo2", "starcoder2")},
+    "gpt2": ["c_attn", "c_proj", "c_fc"], "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+    "falcon": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+    "bloom": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+    "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+    "phi": ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"], "opt": ["q_proj", "k_proj", "v_proj", "out_proj",
+                                                                          "fc1", "fc2"],
+    "starcoder2": ["q_proj", "k_proj", "v_proj", "o_proj", "c_fc", "c_proj"],
+    **{t: _LLAMA_LIKE for t in ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
+                                "olmo", "olmo2", "smollm3")},
 }
+ALL_LINEAR = "all-linear"
 
 
 def adaptable_modules(model) -> List[str]:
@@ -166,17 +185,22 @@ def adaptable_modules(model) -> List[str]:
                    if isinstance(module, (torch.nn.Linear, Conv1D))})
 
 
-def lora_targets(peft: PeftConfig, model) -> List[str]:
-    """The modules to adapt, checked against the model; ConfigError lists the candidates."""
+def lora_targets(peft: PeftConfig, model):
+    """The modules to adapt, checked against the model; ConfigError lists the candidates.
+
+    `all-linear` is passed to peft as it is (every Linear/Conv1D but the output head)."""
+    if peft.target_modules == ALL_LINEAR:
+        return ALL_LINEAR
     candidates = adaptable_modules(model)
     model_type = getattr(model.config, "model_type", "?")
     targets = list(peft.target_modules) if peft.target_modules else LORA_TARGETS.get(model_type)
     if not targets:
         raise ConfigError(f"no default LoRA targets for model_type {model_type!r}: set peft.target_modules=[...] "
-                          f"from: {', '.join(candidates)}")
+                          f"from: {', '.join(candidates)}, or peft.target_modules=all-linear")
     missing = [t for t in targets if t not in candidates]
     if missing:
-        raise ConfigError(f"peft.target_modules {missing} not found in the model; candidates: {', '.join(candidates)}")
+        raise ConfigError(f"peft.target_modules {missing} not found in the model; candidates: {', '.join(candidates)}"
+                          " (or peft.target_modules=all-linear)")
     return targets
 
 
@@ -190,11 +214,16 @@ def check_lora_targets(cfg: ModelConfig, peft: PeftConfig, model_config) -> None
     lora_targets(peft, skeleton)
 
 
-def apply_lora(model, peft: PeftConfig):
-    """Wrap in a peft LoRA model: base weights frozen, only adapters train."""
+def apply_lora(model, peft: PeftConfig, new_token_ids: Sequence[int] = ()):
+    """Wrap in a peft LoRA model: base weights frozen, only adapters train.
+
+    new_token_ids: embedding rows the pretrained model did not have (a chat template's special tokens).
+    Frozen, they would stay at their initial values; peft trains just those rows.
+    """
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout,
                         target_modules=lora_targets(peft, model), task_type="CAUSAL_LM",
+                        trainable_token_indices=list(new_token_ids) or None,
                         fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2")  # GPT-2 uses Conv1D
     return get_peft_model(model, config)

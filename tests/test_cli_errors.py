@@ -99,7 +99,7 @@ def test_unknown_command():
 @pytest.mark.parametrize("args, needles", [
     (["strategy=deepspeed", "strategy.zero_stage=4"], ["strategy.zero_stage must be 1, 2 or 3"]),
     (["peft=lora", "peft.target_modules=[q_proj]"], ["peft.target_modules ['q_proj'] not found", "c_attn"]),
-    (["peft=lora", "strategy=fsdp"], ["peft=lora composes with strategy=ddp or strategy=deepspeed"]),
+    (["peft=lora", "peft.target_modules=7"], ["peft.target_modules must be a list of module names, all-linear"]),
     (["strategy.offload_optimizer=cpu"], ["needs strategy=deepspeed"]),
 ])
 def test_strategy_and_peft_errors(args, needles, tmp_path):

@@ -38,13 +38,15 @@ def run_with_fault(tmp_path, name, *extra, min_drop=0.3):
 
 
 def eval_loss_of(model, cfg):
-    from rtune.data.pipeline import PackedBlocks, prepare_data
+    from rtune.data.pipeline import prepare_data
+    from rtune.data.rows import PackedRows
+    from rtune.worker.lm import TokenLogprobs
     from rtune.worker.loop import evaluate
 
     prepared, tokenizer = prepare_data(cfg)
-    val = PackedBlocks(prepared.val_path, tokenizer.pad_token_id)
-    return evaluate(model, val, cfg.trainer.micro_batch_size, None, 0, 1, torch.device("cpu"),
-                    torch.autocast("cpu", enabled=False))
+    val = PackedRows(prepared.val_path, tokenizer.pad_token_id)
+    return evaluate(TokenLogprobs(model), val, cfg.trainer.micro_batch_size, None, 0, 1, torch.device("cpu"),
+                    torch.autocast("cpu", enabled=False))["eval_loss"]
 
 
 def cli(*args):

@@ -27,7 +27,9 @@ def _weights(ckpt_dir: str) -> dict:
 def test_two_workers_loss_falls_and_checkpoint_reloads_exactly(ray_cluster, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rtune.data.pipeline import PackedBlocks, prepare_data
+    from rtune.data.pipeline import prepare_data
+    from rtune.data.rows import PackedRows
+    from rtune.worker.lm import TokenLogprobs
     from rtune.worker.loop import evaluate
 
     cfg = compose(*tiny_overrides(tmp_path, "two-workers", "num_workers=2", "trainer.max_steps=24",
@@ -49,10 +51,10 @@ def test_two_workers_loss_falls_and_checkpoint_reloads_exactly(ray_cluster, tmp_
     tokenizer = AutoTokenizer.from_pretrained(latest)
     # The reloaded model reproduces the eval loss the workers measured on the trained model.
     prepared, _ = prepare_data(cfg)
-    val = PackedBlocks(prepared.val_path, tokenizer.pad_token_id)
+    val = PackedRows(prepared.val_path, tokenizer.pad_token_id)
     no_autocast = torch.autocast("cpu", enabled=False)
-    reloaded_loss = evaluate(model, val, 4, None, rank=0, world_size=1, device=torch.device("cpu"),
-                             autocast=no_autocast)
+    reloaded_loss = evaluate(TokenLogprobs(model), val, 4, None, rank=0, world_size=1, device=torch.device("cpu"),
+                             autocast=no_autocast)["eval_loss"]
     assert reloaded_loss == pytest.approx(summary["eval_loss"], abs=1e-5)
     with open(os.path.join(latest, "rtune_config.json")) as f:
         assert json.load(f)["run_name"] == "two-workers"

@@ -92,7 +92,7 @@ def preflight(cfg: RTuneConfig):
     prepared, _ = prepare_data(cfg)
     per_worker = prepared.train_blocks // cfg.num_workers
     if per_worker < cfg.trainer.micro_batch_size:
-        raise ConfigError(f"the training split has {prepared.train_blocks} blocks of {cfg.data.seq_len} tokens, "
+        raise ConfigError(f"the training split has {prepared.train_blocks} rows of {cfg.data.seq_len} tokens, "
                           f"{per_worker} per worker, fewer than trainer.micro_batch_size="
                           f"{cfg.trainer.micro_batch_size}: use more data, a smaller data.seq_len, micro batch or "
                           "num_workers")
@@ -171,6 +171,7 @@ def _summarize(cfg: RTuneConfig, result, run_dir: Optional[str], wall_s: float, 
         "eval_loss": returned.get("eval_loss", latest_metrics.get("eval_loss")),
         "initial_eval_loss": None,
         "steady_tokens_per_s": returned.get("steady_tokens_per_s"),
+        "steady_target_tokens_per_s": returned.get("steady_target_tokens_per_s"),
         "steady_mfu": returned.get("steady_mfu"),
         "mfu_peak_source": returned.get("mfu_peak_source"),
         "trainable_params": returned.get("trainable_params"),
@@ -195,6 +196,18 @@ def _summarize(cfg: RTuneConfig, result, run_dir: Optional[str], wall_s: float, 
     return summary
 
 
+def describe_data(prepared) -> str:
+    """One line: samples, tokens, how they were packed, and what was left out and why."""
+    p = prepared
+    line = (f"{p.train_documents} train / {p.val_documents} val samples, {p.train_tokens:,} / {p.val_tokens:,} tokens "
+            f"({p.train_target_tokens:,} / {p.val_target_tokens:,} carry the loss), {p.packing} packing into "
+            f"{p.train_blocks} rows of {p.seq_len}, {100 * p.train_fill:.2f}% non-padding")
+    left_out = [f"{n} {what}" for n, what in ((p.skipped_no_reply, "without an assistant reply skipped"),
+                                              (p.dropped_too_long, f"longer than {p.seq_len} tokens dropped"),
+                                              (p.truncated, f"truncated to {p.seq_len} tokens")) if n]
+    return line + (f"; {', '.join(left_out)}" if left_out else "")
+
+
 def resume_command(cfg: RTuneConfig) -> str:
     return f"python -m rtune train <same overrides> run_name={cfg.run_name} storage_path={cfg.storage_path}"
 
@@ -214,9 +227,7 @@ def train(cfg: RTuneConfig, keep_ray: bool = False, callbacks: Optional[list] = 
     start = time.perf_counter()
     prepared, run_dir = preflight(cfg)
     packing = prepared.train_fill
-    print(f"[rtune] run {cfg.run_name}: {prepared.train_documents} train / {prepared.val_documents} val documents,"
-          f" {prepared.train_tokens:,} / {prepared.val_tokens:,} tokens, packed {100 * packing:.2f}% non-padding"
-          f" -> {run_dir or cfg.storage_path}", flush=True)
+    print(f"[rtune] run {cfg.run_name}: {describe_data(prepared)} -> {run_dir or cfg.storage_path}", flush=True)
     # On a local cluster the driver reads rank 0's metrics from disk; elsewhere rank 0 prints them.
     local_cluster = not (cfg.ray_address or os.environ.get("RAY_ADDRESS"))
     driver_progress = run_dir is not None and local_cluster and os.environ.get("RTUNE_WORKER_LOGS") != "1"

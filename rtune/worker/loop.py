@@ -24,11 +24,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from rtune import checkpoint as ckpt
 from rtune.config import RTuneConfig, from_dict, is_uri
-from rtune.data.pipeline import PackedBlocks, PreparedData, prepare_data
+from rtune.data.pipeline import PreparedData, prepare_data
+from rtune.data.rows import PackedRows, collate
 from rtune.metrics import METRICS_FILE, ProgressLog, flops_per_token, peak_flops, peak_rss_mb, reset_peak_rss
-from rtune.model import build_model, count_parameters, load_tokenizer_from
-from rtune.worker.strategy import Strategy, make_strategy
+from rtune.model import build_model, count_parameters, fit_embeddings, load_tokenizer_from
 from rtune.telemetry import RayMetrics
+from rtune.worker.lm import IGNORE
+from rtune.worker.objectives import SFT, Objective
+from rtune.worker.strategy import Strategy, make_strategy
 
 
 def _all_reduce_sum(values: list[float], device) -> list[float]:
@@ -90,35 +93,50 @@ class BatchStream:
         return {"epoch": self.epoch, "offset": self.offset}
 
 
+def forward_loss(model, batch: Dict[str, torch.Tensor], objective: Objective, autocast):
+    """The objective's loss sum and metric sums for one micro-batch."""
+    with autocast:
+        logprobs = model(batch["input_ids"], batch["labels"], batch["position_ids"])
+    return objective.loss(logprobs, batch)
+
+
 @torch.no_grad()
-def evaluate(model, dataset: PackedBlocks, micro_batch_size: int, max_batches: Optional[int], rank: int,
-             world_size: int, device, autocast) -> float:
-    """Mean loss per non-padding token over the validation set, split across ranks (exact average).
+def evaluate(model, dataset: PackedRows, micro_batch_size: int, max_batches: Optional[int], rank: int,
+             world_size: int, device, autocast, objective: Objective = SFT) -> Dict[str, float]:
+    """Mean loss per unit (target token for SFT) over the validation set, split across ranks (exact average).
 
     Every rank runs the same number of forward passes (sharded models gather weights collectively):
-    a rank with fewer blocks re-reads block 0 and masks it out.
+    a rank with fewer rows re-reads row 0 and counts it for nothing.
     """
     was_training = model.training
     model.eval()
     per_rank = -(-len(dataset) // world_size)
     indices = [i if i < len(dataset) else -1 for i in range(rank, per_rank * world_size, world_size)]
     batches = [indices[i:i + micro_batch_size] for i in range(0, len(indices), micro_batch_size)]
-    loss_sum, n_tokens = 0.0, 0
+    sums: Dict[str, float] = {"loss": 0.0, "units": 0.0}
     for batch_indices in batches[:max_batches]:
-        items = [dataset[max(i, 0)] for i in batch_indices]
-        input_ids = torch.stack([it["input_ids"] for it in items]).to(device)
-        labels = torch.stack([it["labels"] for it in items]).to(device)
-        labels[torch.tensor(batch_indices, device=device) < 0] = -100  # padding rows count for nothing
-        with autocast:
-            logits = model(input_ids=input_ids).logits
-        targets = labels[:, 1:]
-        loss_sum += torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-            ignore_index=-100, reduction="sum").item()
-        n_tokens += int((targets != -100).sum())
-    loss_sum, n_tokens = _all_reduce_sum([loss_sum, n_tokens], device)
+        batch = collate([dataset[max(i, 0)] for i in batch_indices])
+        batch["labels"][torch.tensor(batch_indices) < 0] = IGNORE  # padding rows count for nothing
+        batch = {k: v.to(device) for k, v in batch.items()}
+        loss, metrics = forward_loss(model, batch, objective, autocast)
+        sums["loss"] += float(loss)
+        sums["units"] += objective.count(batch)
+        for key, value in metrics.items():
+            sums[key] = sums.get(key, 0.0) + float(value)
+    keys = sorted(sums)
+    totals = dict(zip(keys, _all_reduce_sum([sums[k] for k in keys], device)))
     model.train(was_training)
-    return loss_sum / max(n_tokens, 1)
+    units = max(totals.pop("units"), 1.0)
+    return {f"eval_{k}": v / units for k, v in totals.items()}
+
+
+def _set_stop_tokens(model, tokenizer, end_of_turn: Optional[str]) -> None:
+    """Generation stops at EOS and at the chat template's end-of-turn token (saved with every checkpoint)."""
+    if not end_of_turn:
+        return
+    stop = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(end_of_turn)]
+    model.generation_config.eos_token_id = sorted(set(stop))
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
 
 
 def _local_run_dir(cfg: RTuneConfig) -> Optional[str]:
@@ -157,8 +175,9 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     if not (os.path.exists(prepared.train_path) and os.path.exists(prepared.val_path)):
         prepared, _ = prepare_data(cfg)  # a node that does not share the driver's disk rebuilds its cache
     tokenizer = load_tokenizer_from(prepared.tokenizer_dir, trust_remote_code=False)
-    train_set = PackedBlocks(prepared.train_path, tokenizer.pad_token_id)
-    val_set = PackedBlocks(prepared.val_path, tokenizer.pad_token_id)
+    train_set = PackedRows(prepared.train_path, tokenizer.pad_token_id)
+    val_set = PackedRows(prepared.val_path, tokenizer.pad_token_id)
+    objective = SFT
 
     ray_ckpt = ray.train.get_checkpoint()
     with (ray_ckpt.as_directory() if ray_ckpt else contextlib.nullcontext()) as ray_ckpt_dir:
@@ -170,6 +189,8 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     weights_dir = resume_dir if cfg.peft.method == "none" else None
     with strategy.model_init():
         model = build_model(cfg.model, len(tokenizer), tokenizer.eos_token_id, checkpoint_dir=weights_dir)
+        new_token_ids = fit_embeddings(model, len(tokenizer))  # a chat template's tokens, new to a hub model
+    _set_stop_tokens(model, tokenizer, prepared.end_of_turn)
     if t.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
@@ -178,14 +199,16 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     base_model = None
     if cfg.peft.method == "lora" and cfg.model.name_or_path is None and rank == 0:
         base_model = (model, {k: v.detach().clone() for k, v in model.state_dict().items()})
-    strategy.setup(model)  # LoRA, then DDP (prepare_model) / FSDP2 / DeepSpeed, optimizer, schedule
+    # LoRA (+ the adapter being resumed), then DDP (prepare_model) / FSDP2 / DeepSpeed, optimizer, schedule
+    strategy.setup(model, adapter_dir=resume_dir if cfg.peft.method == "lora" else None,
+                   new_token_ids=new_token_ids)
     trainable, total = count_parameters(strategy.raw)
     sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed,
                                  drop_last=True)
     # A private generator keeps the DataLoader from drawing on the global RNG, so dropout masks do
     # not depend on when an epoch's iterator was created (exact resume mid-epoch).
     loader = DataLoader(train_set, batch_size=t.micro_batch_size, sampler=sampler, drop_last=True,
-                        generator=torch.Generator().manual_seed(cfg.seed))
+                        collate_fn=collate, generator=torch.Generator().manual_seed(cfg.seed))
     loader = ray.train.torch.prepare_data_loader(loader)  # keeps our sampler; moves batches to device
     step = 0
     batches = BatchStream(loader, sampler)
@@ -197,7 +220,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     else:
         torch.manual_seed(cfg.seed + rank)  # distinct dropout masks per rank
 
-    tokens_per_step = world_size * t.micro_batch_size * t.grad_accum_steps * cfg.data.seq_len
+    rows_per_step = world_size * t.micro_batch_size * t.grad_accum_steps
     peak_per_worker, peak_source = peak_flops(device, t.precision, cfg.cpus_per_worker)
     progress = ProgressLog(os.path.join(run_dir, METRICS_FILE) if run_dir else None, step, t.max_steps, is_main,
                            echo=config.get("echo_progress", True),
@@ -207,55 +230,65 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     starts = progress.event(f"{started}"
                    f" | {world_size} worker(s) on {device}, {cfg.strategy.name}"
                    f" | {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)"
-                   f" | {prepared.train_blocks} train blocks x {cfg.data.seq_len} tokens, {len(sampler)} per worker"
-                   f" per epoch | {tokens_per_step:,} tokens per step | MFU peak: {peak_source}", step=step,
-                   resumed_from=resume_dir)
+                   f" | {prepared.train_blocks} train rows x {cfg.data.seq_len} tokens ({prepared.packing} packing),"
+                   f" {len(sampler)} per worker per epoch | {rows_per_step} rows ({rows_per_step * cfg.data.seq_len:,}"
+                   f" token slots) per step | MFU peak: {peak_source}", step=step, resumed_from=resume_dir)
     ray_metrics = RayMetrics(cfg.run_name, enabled=is_main)  # the dashboard's / Prometheus' view of the run
     ray_metrics.update({"step": step, "restarts": max(starts - 1, 0)})
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     eval_loss: Optional[float] = None
-    window = [0.0, 0.0, 0.0]  # loss sum, steps, non-padding tokens since the last log line
+    window = [0.0, 0.0, 0.0, 0.0]  # loss sum, loss units, non-padding tokens, target tokens since the last log
 
     model = strategy.model
     run_peak_rss_mb = peak_rss_mb()  # so far: imports, model build, wrapping
     reset_peak_rss()  # from here on: what training itself holds (until the first checkpoint is written)
     train_peak_rss_mb: Optional[float] = None
+
+    def run_eval() -> Dict[str, float]:
+        result = evaluate(model, val_set, t.micro_batch_size, t.eval_max_batches, rank, world_size, device,
+                          autocast, objective)
+        return {**result, "eval_ppl": math.exp(min(result["eval_loss"], 50.0))}
+
     if step == 0:  # the starting point of the eval-loss curve
-        eval_loss = evaluate(model, val_set, t.micro_batch_size, t.eval_max_batches, rank, world_size, device,
-                             autocast)
-        ray_metrics.update(progress.log(0, {"eval_loss": eval_loss, "eval_ppl": math.exp(min(eval_loss, 50.0))}, 0))
+        record0 = run_eval()
+        eval_loss = record0["eval_loss"]
+        ray_metrics.update(progress.log(0, record0, 0))
 
     # ---- train ------------------------------------------------------------------------------------
     model.train()
     while step < t.max_steps:
-        step_loss, step_tokens = 0.0, 0
         lr = strategy.lr()
-        for micro_step in range(t.grad_accum_steps):
-            batch = batches.next()
+        micro_batches = [batches.next() for _ in range(t.grad_accum_steps)]
+        # Normalise by the loss units (target tokens) of the whole step on every rank, so each unit weighs
+        # the same however samples fall into micro-batches and workers (chat samples vary in length).
+        step_units = _all_reduce_sum([sum(objective.count(b) for b in micro_batches)], device)[0]
+        step_loss, step_tokens, step_targets = 0.0, 0, 0
+        for micro_step, batch in enumerate(micro_batches):
             with strategy.accumulating(is_last_micro_step=micro_step == t.grad_accum_steps - 1):
-                with autocast:
-                    loss = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
-                strategy.backward(loss)
-            step_loss += loss.item() / t.grad_accum_steps
-            step_tokens += int((batch["labels"] != -100).sum())
+                loss_sum, _ = forward_loss(model, batch, objective, autocast)
+                strategy.backward(loss_sum * (world_size / max(step_units, 1.0)))  # DDP averages over ranks
+            step_loss += loss_sum.item()
+            step_tokens += int(batch["n_tokens"].sum())
+            step_targets += objective.count(batch)
         strategy.step()  # clip, optimizer, schedule
         step += 1
-        window = [window[0] + step_loss, window[1] + 1, window[2] + step_tokens]
-        progress.step(step, step_tokens * world_size)
+        window = [window[0] + step_loss, window[1] + step_units / world_size, window[2] + step_tokens,
+                  window[3] + step_targets]
+        progress.step(step, step_tokens * world_size, step_targets * world_size)
 
         is_last = step == t.max_steps
         do_checkpoint = is_last or step % t.checkpoint_every_steps == 0
         do_eval = do_checkpoint or step % t.eval_every_steps == 0  # best-checkpoint ranking needs eval_loss
         record: Dict[str, Any] = {}
+        window_tokens = 0
         if step % t.log_every_steps == 0 or do_eval:
-            loss_sum, n_steps, n_tokens = _all_reduce_sum(window, device)
-            record = {"loss": loss_sum / n_steps, "lr": lr}  # both sums run over ranks
-            window_tokens, window = int(n_tokens), [0.0, 0.0, 0.0]
+            loss_sum, units, n_tokens, n_targets = _all_reduce_sum(window, device)  # sums over ranks
+            record = {"loss": loss_sum / max(units, 1.0), "lr": lr, "target_tokens": int(n_targets)}
+            window_tokens, window = int(n_tokens), [0.0, 0.0, 0.0, 0.0]
         if do_eval:
             with progress.paused():  # eval and checkpoint time is not training throughput
-                eval_loss = evaluate(model, val_set, t.micro_batch_size, t.eval_max_batches, rank, world_size,
-                                     device, autocast)
-                record.update(eval_loss=eval_loss, eval_ppl=math.exp(min(eval_loss, 50.0)))
+                record.update(run_eval())
+                eval_loss = record["eval_loss"]
         if record:  # logged before the checkpoint exists, so a resumed run's record has no gaps
             ray_metrics.update(progress.log(step, record, window_tokens))
         if do_checkpoint and train_peak_rss_mb is None:
@@ -271,6 +304,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     if not is_main:
         return None
     return {"final_step": step, "eval_loss": eval_loss, "steady_tokens_per_s": progress.steady_tokens_per_s(),
+            "steady_target_tokens_per_s": progress.steady_target_tokens_per_s(),
             "steady_mfu": progress.steady_mfu(), "mfu_peak_source": peak_source,
             "trainable_params": trainable, "total_params": total,
             "train_peak_rss_mb_per_worker": [p["train"] for p in peaks],

@@ -1,14 +1,20 @@
 """DDP, FSDP2 and DeepSpeed ZeRO behind one small interface, so the worker loop has one shape.
 
-    strategy.setup(model)            wrap (LoRA, DDP / fully_shard / deepspeed.initialize), build optimizer
-    with strategy.accumulating(last): loss = strategy.model(...).loss; strategy.backward(loss)
+    strategy.setup(model, adapter_dir)  LoRA (+ its saved adapter on resume), then wrap the model's
+                                        TokenLogprobs view (DDP / fully_shard / deepspeed.initialize)
+                                        and build the optimizer
+    with strategy.accumulating(last): logprobs = strategy.model(ids, labels, positions); strategy.backward(loss)
     strategy.step()                  clip, optimizer, schedule (DeepSpeed does this inside backward)
-    strategy.save(dir, rank)         a collective: resume state for every rank, HF weights on rank 0
-    strategy.load(dir, state)        restore after `setup`
+    strategy.save(dir)               a collective: resume state for every rank, HF weights on rank 0
+    strategy.load(dir, state)        restore optimizer and schedule after `setup`
+
+The loss handed to `backward` is already normalised over the whole step (all micro-batches, all
+ranks, see loop.py), so no strategy divides it by the accumulation steps.
 
 Which files each strategy writes into a checkpoint:
     ddp        rank 0: HF model (or LoRA adapter) + optimizer/scheduler in trainer_state.pt
-    fsdp       rank 0: consolidated HF model (full state dict) + full optimizer state in trainer_state.pt
+    fsdp       rank 0: consolidated HF model or adapter (full state dict) + full optimizer state in
+               trainer_state.pt
     deepspeed  every rank: its ZeRO shards under deepspeed/; rank 0: consolidated HF model (16-bit gather
                under ZeRO-3) or adapter. DeepSpeed's own helper scripts are removed: checkpoints hold no code.
 """
@@ -18,13 +24,20 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 
 from rtune.config import RTuneConfig
 from rtune.model import apply_lora
+from rtune.worker.lm import TokenLogprobs, hf_model
 from rtune.worker.optim import build_optimizer, build_scheduler
+
+_WRAPPER_PREFIX = "lm."  # TokenLogprobs holds the model as `lm`: strip it from wrapped state dicts
+
+
+def _unwrapped_keys(state_dict: Dict[str, Any]) -> Dict[str, Any]:
+    return {k[len(_WRAPPER_PREFIX):] if k.startswith(_WRAPPER_PREFIX) else k: v for k, v in state_dict.items()}
 
 
 class Strategy:
@@ -33,18 +46,24 @@ class Strategy:
     def __init__(self, cfg: RTuneConfig, rank: int, world_size: int, device: torch.device):
         self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, device
         self.lora = cfg.peft.method == "lora"
-        self.model = None  # what the loop calls forward on
+        self.model = None  # what the loop calls forward on: the wrapped TokenLogprobs
         self.raw = None  # the HF (or peft) model underneath any wrapper
 
     def model_init(self):
         """Context in which the model is built (ZeRO-3 builds it already partitioned)."""
         return contextlib.nullcontext()
 
-    def setup(self, model) -> None:
+    def _prepare(self, model, adapter_dir: Optional[str], new_token_ids: Sequence[int]):
+        """LoRA (with the adapter of the checkpoint being resumed), and the log-prob view of the model."""
+        self.raw = apply_lora(model, self.cfg.peft, new_token_ids) if self.lora else model
+        if self.lora and adapter_dir is not None:
+            _load_adapter(self.raw, adapter_dir)  # before any wrapper shards or copies the weights
+        return TokenLogprobs(self.raw, self.cfg.trainer.logits_chunk_tokens)
+
+    def setup(self, model, adapter_dir: Optional[str] = None, new_token_ids: Sequence[int] = ()) -> None:
         import ray.train.torch
 
-        self.raw = apply_lora(model, self.cfg.peft) if self.lora else model
-        self.model = ray.train.torch.prepare_model(self.raw)  # DDP; no wrapper for one worker
+        self.model = ray.train.torch.prepare_model(self._prepare(model, adapter_dir, new_token_ids))  # DDP
         self._build_optimizer()
 
     def _build_optimizer(self) -> None:
@@ -58,7 +77,7 @@ class Strategy:
         return self.model.no_sync()
 
     def backward(self, loss: torch.Tensor) -> None:
-        (loss / self.cfg.trainer.grad_accum_steps).backward()
+        loss.backward()
 
     def step(self) -> None:
         if self.cfg.trainer.max_grad_norm > 0:
@@ -78,9 +97,7 @@ class Strategy:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
 
     def load(self, ckpt_dir: str, state: Dict[str, Any]) -> None:
-        """Restore after setup(). Full weights were loaded when the model was built; LoRA loads its adapter."""
-        if self.lora:
-            _load_adapter(self.raw, ckpt_dir)
+        """Restore after setup(). Weights are in place already: full ones from the build, adapters from setup."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 
@@ -95,18 +112,19 @@ def _load_adapter(peft_model, ckpt_dir: str) -> None:
 class FSDPStrategy(Strategy):
     """FSDP2: every transformer block is a shard unit; checkpoints gather a full state dict on rank 0."""
 
-    def setup(self, model) -> None:
+    def setup(self, model, adapter_dir: Optional[str] = None, new_token_ids: Sequence[int] = ()) -> None:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
-        model.to(self.device)
+        module = self._prepare(model, adapter_dir, new_token_ids)
+        module.to(self.device)
         mesh = init_device_mesh(self.device.type, (self.world_size,))
-        block_classes = set(getattr(model, "_no_split_modules", None) or [])
-        for module in model.modules():
-            if type(module).__name__ in block_classes:
-                fully_shard(module, mesh=mesh)
-        fully_shard(model, mesh=mesh)
-        self.raw = self.model = model
+        block_classes = set(getattr(hf_model(self.raw), "_no_split_modules", None) or [])
+        for sub in module.modules():
+            if type(sub).__name__ in block_classes:
+                fully_shard(sub, mesh=mesh)  # under LoRA a unit mixes frozen and trainable weights: FSDP2 allows it
+        fully_shard(module, mesh=mesh)  # the root unit: embeddings, final norm, output head
+        self.model = module
         self._build_optimizer()
 
     def accumulating(self, is_last_micro_step: bool):
@@ -123,8 +141,8 @@ class FSDPStrategy(Strategy):
 
         weights = get_model_state_dict(self.model, options=self._full_state_options())  # collectives
         optimizer = get_optimizer_state_dict(self.model, self.optimizer, options=self._full_state_options())
-        if self.rank == 0:
-            self.raw.save_pretrained(out_dir, state_dict=weights, safe_serialization=True)
+        if self.rank == 0:  # peft's save_pretrained keeps only the adapter of a full state dict
+            self.raw.save_pretrained(out_dir, state_dict=_unwrapped_keys(weights), safe_serialization=True)
         return {"optimizer": optimizer, "scheduler": self.scheduler.state_dict()}
 
     def load(self, ckpt_dir: str, state: Dict[str, Any]) -> None:
@@ -172,20 +190,20 @@ class DeepSpeedStrategy(Strategy):
             self._hf_ds_config = HfDeepSpeedConfig(self.ds_config())  # transformers keeps only a weak reference
         yield
 
-    def setup(self, model) -> None:
+    def setup(self, model, adapter_dir: Optional[str] = None, new_token_ids: Sequence[int] = ()) -> None:
         import deepspeed
 
-        self.raw = apply_lora(model, self.cfg.peft) if self.lora else model
+        module = self._prepare(model, adapter_dir, new_token_ids)
         optimizer = build_optimizer(self.raw, self.cfg.optim)
         self.model, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=self.raw, optimizer=optimizer, config=self.ds_config(), dist_init_required=False,
+            model=module, optimizer=optimizer, config=self.ds_config(), dist_init_required=False,
             lr_scheduler=lambda opt: build_scheduler(opt, self.cfg.trainer.max_steps, self.cfg.optim))
 
     def accumulating(self, is_last_micro_step: bool):
         return contextlib.nullcontext()  # DeepSpeed skips the all-reduce until the boundary itself
 
     def backward(self, loss: torch.Tensor) -> None:
-        self.model.backward(loss)  # scales by 1/grad_accum_steps
+        self.model.backward(loss, scale_wrt_gas=False)  # already normalised over the whole step
         self.model.step()  # only at the accumulation boundary: clip, optimizer, schedule
 
     def step(self) -> None:
@@ -201,7 +219,7 @@ class DeepSpeedStrategy(Strategy):
         else:
             weights = self.model.module.state_dict() if self.rank == 0 else None
         if self.rank == 0:
-            self.model.module.save_pretrained(out_dir, state_dict=weights, safe_serialization=True)
+            self.raw.save_pretrained(out_dir, state_dict=_unwrapped_keys(weights), safe_serialization=True)
         return {}
 
     def load(self, ckpt_dir: str, state: Dict[str, Any]) -> None:

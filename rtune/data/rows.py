@@ -1,0 +1,96 @@
+"""Packed rows on disk, and the torch dataset workers read them through (memory-mapped, cheap per worker).
+
+A packed split is a directory written once, atomically:
+
+    input_ids.npy      int32 [rows, seq_len], PAD (-1) where a row is empty
+    labels.npy         int32, IGNORE (-100) where no loss is taken (absent: every token trains)
+    position_ids.npy   int32, restarting at 0 at each sample (absent: 0..seq_len-1 in every row)
+    sequence_ids.npy   int32, which sample each token belongs to (preference pairs; absent otherwise)
+    rows.json          counts: rows, samples, tokens, target tokens, dropped / truncated samples
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Dict, List
+
+import numpy as np
+
+from rtune.data.packing import IGNORE, PAD, Rows
+
+META = "rows.json"
+
+
+def save_rows(path: str, rows: Rows, extra: Dict[str, int]) -> Dict[str, int]:
+    """Write rows into directory `path` atomically (readers never see half of it); returns its counts."""
+    meta = {"rows": rows.n_rows, "seq_len": int(rows.arrays["input_ids"].shape[1]), "samples": rows.samples,
+            "tokens": rows.tokens, "target_tokens": rows.target_tokens, **rows.stats, **extra}
+    tmp = f"{path}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for name, array in rows.arrays.items():
+        np.save(os.path.join(tmp, f"{name}.npy"), array)
+    with open(os.path.join(tmp, META), "w") as f:
+        json.dump(meta, f)
+    try:
+        os.replace(tmp, path)
+    except OSError:  # another process wrote the same content first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return meta
+
+
+def load_meta(path: str) -> Dict[str, int]:
+    with open(os.path.join(path, META)) as f:
+        return json.load(f)
+
+
+class PackedRows:
+    """A map-style torch dataset over one packed split directory.
+
+    Each item: `input_ids` (padding replaced by the tokenizer's pad id), `labels` (IGNORE on padding and
+    on tokens that carry no loss), `position_ids`, and `n_tokens` (its non-padding tokens).
+    """
+
+    def __init__(self, path: str, pad_token_id: int):
+        self.path = path
+        self.pad_token_id = pad_token_id
+        self.arrays = {name[:-4]: np.load(os.path.join(path, name), mmap_mode="r")
+                       for name in sorted(os.listdir(path)) if name.endswith(".npy")}
+        self.input_ids = self.arrays["input_ids"]
+        self.seq_len = self.input_ids.shape[1]
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def __getitem__(self, index: int) -> dict:
+        import torch
+
+        ids = torch.from_numpy(np.array(self.input_ids[index], dtype=np.int64))
+        pad = ids == PAD
+        labels = torch.from_numpy(np.array(self.arrays["labels"][index], dtype=np.int64)) \
+            if "labels" in self.arrays else ids.clone()
+        if "position_ids" in self.arrays:
+            positions = torch.from_numpy(np.array(self.arrays["position_ids"][index], dtype=np.int64))
+        else:
+            positions = torch.arange(self.seq_len)
+        item = {"input_ids": ids.masked_fill(pad, self.pad_token_id), "labels": labels.masked_fill(pad, IGNORE),
+                "position_ids": positions, "n_tokens": torch.tensor(int((~pad).sum()))}
+        if "sequence_ids" in self.arrays:
+            item["sequence_ids"] = torch.from_numpy(np.array(self.arrays["sequence_ids"][index], dtype=np.int64))
+        return item
+
+
+def collate(items: List[dict]) -> dict:
+    """Stack items; columns past the longest row's last real token are cut (`packing=none` pads no further)."""
+    import torch
+
+    batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
+    width = int(batch["n_tokens"].max()) if len(batch["n_tokens"]) else 0
+    if 0 < width < batch["input_ids"].shape[1]:  # padding only ever ends a row
+        for key in ("input_ids", "labels", "position_ids", "sequence_ids"):
+            if key in batch:
+                batch[key] = batch[key][:, :width]
+    return batch
+
