@@ -21,6 +21,7 @@ commands:
   train [KEY=VALUE ...]           fine-tune a causal LM on Ray Train (see `python -m rtune train --help`)
   export <checkpoint> <out_dir>   a standalone HF model dir (LoRA merged), tokenizer and model card
   generate <checkpoint or model dir> [prompt=...] [max_new_tokens=64] [temperature=0] [top_p=1] [seed=0]
+                                  [chat=true [system=...]]: the prompt as a user turn, only the reply printed
   tune [KEY=VALUE ...] 'search.space={optim.lr: "loguniform(1e-5,1e-3)"}' [search.num_samples=8]
                                   Ray Tune search over runs, early stopping with ASHA; summary + plot
   submit [--address URL] [--no-wait] -- train [KEY=VALUE ...]
@@ -184,13 +185,20 @@ def _export(args: List[str]) -> None:
     print(f"exported {args[0]} -> {out} (AutoModelForCausalLM.from_pretrained({out!r}))")
 
 
+def boolean(text: str) -> bool:
+    """true/false (also 1/0, yes/no)."""
+    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(text)
+    return text.lower() in ("true", "1", "yes")
+
+
 def _generate(args: List[str]) -> None:
     from rtune.inference import generate, parse_kv
 
     if not args or "=" in args[0]:
         raise UserError("usage: python -m rtune generate <checkpoint or model dir> prompt=\"fn main() {\" ...")
     options = parse_kv(args[1:], {"prompt": str, "max_new_tokens": int, "temperature": float, "top_p": float,
-                                  "seed": int})
+                                  "seed": int, "chat": boolean, "system": str})
     if "prompt" not in options:
         raise UserError('generate needs a prompt: prompt="fn main() {"')
     print(generate(os.path.abspath(args[0]), **options))

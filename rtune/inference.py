@@ -114,18 +114,31 @@ def model_card(config: Dict[str, Any], marker: Dict[str, Any], kind: str) -> str
 
 
 def generate(path: str, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
-             seed: int = 0) -> str:
-    """Sample a continuation: greedy at temperature 0, else temperature + nucleus (top-p) sampling."""
+             seed: int = 0, chat: bool = False, system: str = "") -> str:
+    """Sample a continuation: greedy at temperature 0, else temperature + nucleus (top-p) sampling.
+
+    chat: wrap the prompt as a user turn (after an optional system turn) with the checkpoint's chat
+    template and return only the reply, which ends at the template's end-of-turn token.
+    """
     import torch
 
     model, tokenizer, _ = load_model(path)
     torch.manual_seed(seed)
-    inputs = tokenizer(prompt, return_tensors="pt")
+    if chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ConfigError(f"{path} has no chat template (it was not trained on a chat format): drop chat=true")
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    else:
+        inputs = tokenizer(prompt, return_tensors="pt")
     sampling = temperature > 0
     kwargs = {"do_sample": True, "temperature": temperature, "top_p": top_p} if sampling else {"do_sample": False}
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                              **kwargs)
+    if chat:
+        return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     return tokenizer.decode(out[0], skip_special_tokens=True)
 
 

@@ -25,6 +25,9 @@ def _hub_error(what: str, name: str, err: Exception) -> ConfigError:
     if os.path.isdir(name):
         return ConfigError(f"cannot load {what} from local directory {name}: {text.splitlines()[0]}")
     kind = type(err).__name__
+    if "GatedRepo" in kind or "gated repo" in text.lower():
+        return ConfigError(f"{what} {name!r} is gated on the Hugging Face Hub: accept its license on the model page, "
+                           "then export HF_TOKEN=<a token with access> (it is read from the environment only)")
     if "RepositoryNotFound" in kind or "is not a local folder and is not a valid model identifier" in text:
         return ConfigError(f"{what} {name!r} is neither a local directory nor a model on the Hugging Face Hub: "
                            "check model.name_or_path")

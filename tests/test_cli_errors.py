@@ -72,6 +72,26 @@ def test_dataset_without_text(tmp_path, jsonl):
     assert_one_line_error(run_cli("train", f"data.path={path}", f"storage_path={tmp_path}"), "has no text")
 
 
+CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+
+
+@pytest.mark.parametrize("rows, args, needles", [
+    ([{"messages": "hello"}, CHAT], ["data.format=chat"], ["d.jsonl record 0: field 'messages' must be a non-empty list"]),
+    ([CHAT, {"messages": [{"role": "bot", "content": "x"}]}], ["data.format=chat"],
+     ["record 1: messages[0] has role 'bot'; expected one of system, user, assistant"]),
+    ([CHAT, CHAT], [], ["these look like data.format=chat records"]),
+    ([CHAT, CHAT], ["data.format=instruction"], ["data.format=instruction needs field(s) instruction, output",
+                                                 "fields found: messages"]),
+    ([{"messages": [{"role": "user", "content": "nobody answers"}]}] * 3, ["data.format=chat"],
+     ["no train samples left", "all 2 had no assistant reply"]),
+    ([{"prompt": "p " * 50, "completion": "c " * 50}] * 3, ["data.format=prompt_completion", "data.seq_len=16"],
+     ["no train samples left", "were longer than 16 tokens", "raise data.seq_len or set data.truncation=truncate"]),
+    ([CHAT, CHAT], ["data.format=chat", "data.chat_template=nope"], ["data.chat_template='nope' is neither"]),
+])
+def test_chat_data_errors(rows, args, needles, tmp_path, jsonl):
+    assert_one_line_error(run_cli("train", f"data.path={jsonl(rows)}", f"storage_path={tmp_path}", *args), *needles)
+
+
 def test_storage_not_writable(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
@@ -88,7 +108,8 @@ def test_hydra_flags_still_work():
     assert proc.returncode == 0, proc.stderr
     assert "lr: 0.0005" in proc.stdout and "micro_batch_size" in proc.stdout
     helped = run_cli("train", "--help")
-    assert helped.returncode == 0 and "rtune train" in helped.stdout and "model: gpt2, tiny_gpt2" in helped.stdout
+    assert helped.returncode == 0 and "rtune train" in helped.stdout
+    assert "model: gpt2, llama3_2_1b, mistral_7b, qwen2_5_0_5b" in helped.stdout and "tiny_qwen2" in helped.stdout
 
 
 def test_unknown_command():

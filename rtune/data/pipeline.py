@@ -183,10 +183,11 @@ def _pack_split(encoded, key: str, split: str, source: str, cfg: RTuneConfig) ->
     else:
         ids, labels, stats = _fit_to_length(ids, labels, d.seq_len, d.truncation)
     if not ids:
-        reasons = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in stats.items() if v)
+        phrases = {"skipped_no_reply": "had no assistant reply", "dropped_too_long": f"were longer than {d.seq_len} tokens"}
+        reasons = ", ".join(f"{stats[k]} {phrase}" for k, phrase in phrases.items() if stats[k])
         hint = "raise data.seq_len or set data.truncation=truncate" if stats["dropped_too_long"] else \
             "check data.format and data.train_on"
-        raise ConfigError(f"no {split} samples left in {source} ({reasons}): {hint}")
+        raise ConfigError(f"no {split} samples left in {source}: all {reasons}: {hint}")
     rows = pack(ids, labels, d.seq_len, packing)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     return out, save_rows(out, rows, stats)

@@ -302,6 +302,6 @@ def format_summary(summary: Dict[str, Any]) -> str:
                 value = f"{100 * value:.2f}%"
             else:
                 value = f"{value:,.1f}"
-        lines.append(f"{key:20s} {value}")
+        lines.append(f"{key:27s} {value}")
     return "\n".join(lines)
 
