@@ -88,9 +88,13 @@ def explain_hydra_error(err: Exception) -> str:
     return text.strip().splitlines()[0]
 
 
+_FREE_FORM = ("search.space=", "model.from_config=", "model.from_config.")  # dicts whose keys the schema leaves open
+
+
 def normalize_overrides(overrides: List[str]) -> List[str]:
-    """`search.space={...}` replaces the (empty) dict rather than adding keys to it: Hydra wants `++` for that."""
-    return [f"++{o}" if o.startswith("search.space=") else o for o in overrides]
+    """`search.space={...}` and `model.from_config...` set keys the schema does not list (a search space, an
+    architecture's config fields): Hydra wants `++` for that."""
+    return [f"++{o}" if o.startswith(_FREE_FORM) else o for o in overrides]
 
 
 def compose_config(overrides: List[str]):

@@ -14,7 +14,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from omegaconf import OmegaConf
 
@@ -121,6 +121,7 @@ class TrainerConfig:
         max_failures: Worker-group restarts Ray Train may make before the run fails.
         logits_chunk_tokens: Tokens whose logits are computed at once in the loss (null: as many as
             keep one chunk's fp32 logits near 256 MB). A micro-batch's full logits never exist at once.
+        skip_fit_check: Start even when the expected peak memory per worker exceeds what a worker has.
     """
 
     max_steps: int = 200
@@ -136,6 +137,7 @@ class TrainerConfig:
     gradient_checkpointing: bool = False
     max_failures: int = 0
     logits_chunk_tokens: Optional[int] = None
+    skip_fit_check: bool = False
 
 
 @dataclass
@@ -216,6 +218,34 @@ class DebugConfig:
 
 
 @dataclass
+class ObjectiveConfig:
+    """What the loss is. `sft` (cross-entropy on the target tokens) or a preference objective on
+    `data.format=preference` pairs: `dpo` (against a reference model), `orpo` and `simpo` (no reference).
+
+    Args:
+        name: `sft`, `dpo`, `orpo` or `simpo` (objective=<name> picks the preset with its defaults).
+        beta: DPO: strength of the KL pull to the reference (0.1); SimPO: reward scale (2.0).
+        loss_type: DPO: `sigmoid` (the paper's), `ipo` (squared, on length-averaged log-ratios) or `hinge`.
+        label_smoothing: Probability that a pair's preference is flipped (conservative DPO / SimPO), in [0, 0.5).
+        sft_weight: Weight of an added cross-entropy term on the chosen reply (DPO, SimPO; 0: none).
+        gamma: SimPO's target reward margin.
+        orpo_lambda: ORPO: weight of the odds-ratio term added to the chosen reply's cross-entropy.
+        reference: DPO without LoRA: `precompute` (one pass of the initial model over the pairs before step
+            1, cached by model and data and stored in checkpoints) or `live` (a frozen copy sharded like the
+            policy). With LoRA the reference is the same model with its adapters disabled.
+    """
+
+    name: str = "sft"
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    label_smoothing: float = 0.0
+    sft_weight: float = 0.0
+    gamma: float = 0.5
+    orpo_lambda: float = 0.1
+    reference: str = "precompute"
+
+
+@dataclass
 class SearchConfig:
     """Ray Tune search, used by `python -m rtune tune` (ignored by `train`).
 
@@ -259,6 +289,8 @@ class RTuneConfig:
         seed: Seed for model init, data order and dropout.
         ray_address: Ray cluster to join (`auto`, `ray://...`); null starts a local one unless
             `RAY_ADDRESS` is set.
+        gpu_memory_gb: Memory of one GPU, for the fit check before launch (null: the driver's own GPU if it
+            has one; otherwise GPU runs are not checked).
         sweep_name: Multirun and tune: the directory under storage_path holding every run of a sweep.
             Null derives a stable name from the sweep's arguments, so re-running a sweep skips the runs
             that finished and resumes the others.
@@ -273,6 +305,7 @@ class RTuneConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     num_workers: int = 2
     use_gpu: bool = False
     cpus_per_worker: int = 1
@@ -281,6 +314,7 @@ class RTuneConfig:
     seed: int = 1234
     ray_address: Optional[str] = None
     sweep_name: Optional[str] = None
+    gpu_memory_gb: Optional[float] = None
 
 
 def register_schema() -> None:
@@ -296,6 +330,8 @@ FORMATS = ("text", "chat", "instruction", "prompt_completion", "preference")
 TRAIN_ON = ("assistant", "last_assistant", "all")
 PACKINGS = ("concat", "isolated", "none")
 TRUNCATIONS = ("drop", "truncate")
+OBJECTIVES = ("sft", "dpo", "orpo", "simpo")
+LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 _SCHEDULES = ("cosine", "linear", "constant")
 
 
@@ -365,6 +401,30 @@ def validate(cfg: RTuneConfig) -> None:
         raise ConfigError(f"strategy.offload_optimizer must be none or cpu, got {s.offload_optimizer!r}")
     if s.offload_optimizer == "cpu" and s.name != "deepspeed":
         raise ConfigError("strategy.offload_optimizer=cpu needs strategy=deepspeed")
+    ob = cfg.objective
+    if ob.name not in OBJECTIVES:
+        raise ConfigError(f"objective.name must be one of {', '.join(OBJECTIVES)}, got {ob.name!r} (objective=<name>)")
+    if ob.loss_type not in LOSS_TYPES:
+        raise ConfigError(f"objective.loss_type must be one of {', '.join(LOSS_TYPES)}, got {ob.loss_type!r}")
+    if ob.reference not in ("precompute", "live"):
+        raise ConfigError(f"objective.reference must be precompute or live, got {ob.reference!r}")
+    if ob.beta <= 0 or ob.orpo_lambda < 0 or ob.sft_weight < 0:
+        raise ConfigError(f"objective.beta must be positive (got {ob.beta}) and objective.orpo_lambda and "
+                          f"objective.sft_weight at least 0")
+    if not 0 <= ob.label_smoothing < 0.5:
+        raise ConfigError(f"objective.label_smoothing must be in [0, 0.5), got {ob.label_smoothing}")
+    preference_objective = ob.name != "sft"
+    if preference_objective and d.format != "preference":
+        raise ConfigError(f"objective={ob.name} learns from preference pairs, but data.format={d.format}: use "
+                          "data.format=preference (prompt / chosen / rejected records, e.g. data=rust_preference), "
+                          "or objective=sft for this data")
+    if not preference_objective and d.format == "preference":
+        raise ConfigError("data.format=preference holds pairs for a preference objective: use objective=dpo, "
+                          "objective=orpo or objective=simpo (objective=sft trains on chat, instruction, "
+                          "prompt_completion or text data)")
+    if d.format == "preference" and (d.packing or "isolated") != "isolated":
+        raise ConfigError("preference pairs need data.packing=isolated (or null): chosen and rejected share a row "
+                          "without seeing each other")
     targets = p.target_modules
     if not (targets is None or targets == "all-linear"
             or (isinstance(targets, (list, tuple)) and targets and all(isinstance(t, str) for t in targets))):

@@ -13,6 +13,11 @@ from rtune.config import ConfigError, RTuneConfig, default_run_name, finalize, f
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
+# Options that only make sense together: a preference objective needs preference pairs, and back.
+PARTNERS = {"objective=dpo": "data=rust_preference", "objective=orpo": "data=rust_preference",
+            "objective=simpo": "data=rust_preference", "data=rust_preference": "objective=dpo"}
+
+
 def _group_options():
     for group_dir in sorted(p for p in CONF.iterdir() if p.is_dir() and p.name != "experiment"):
         for yaml in sorted(group_dir.glob("*.yaml")):
@@ -23,7 +28,7 @@ def _group_options():
 
 @pytest.mark.parametrize("override", list(_group_options()))
 def test_every_config_file_composes_and_validates(override):
-    cfg = compose(override)
+    cfg = compose(override, *([PARTNERS[override]] if override in PARTNERS else []))
     assert isinstance(cfg, RTuneConfig)
     validate(cfg)
 

@@ -154,3 +154,32 @@ def test_bundled_chat_set_is_varied_and_long_enough():
         for kind in kinds:
             kinds[kind] += kind in text
     assert min(kinds.values()) >= 100, kinds
+
+
+def test_preference_pairs_train_only_the_replies_and_share_a_row(base_tokenizer, tmp_path):
+    from rtune.data.formats import encode_preference
+
+    tokenizer = fresh(base_tokenizer, "chatml")
+    record = {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Add one?"}],
+              "chosen": [{"role": "assistant", "content": "x + 1"}], "rejected": "x - 1"}
+    (c_ids, c_labels), (r_ids, r_labels) = encode_preference(record, tokenizer, "r")
+    assert trained_runs(tokenizer, c_ids, c_labels) == ["x + 1<|im_end|>"]
+    assert trained_runs(tokenizer, r_ids, r_labels) == ["x - 1<|im_end|>"]
+    assert encode_preference({"prompt": "p", "chosen": "same", "rejected": "same"}, tokenizer, "r") is None
+    with pytest.raises(RecordError, match="r: field 'prompt' must end with a user"):
+        encode_preference({"prompt": [{"role": "assistant", "content": "a"}], "chosen": "b", "rejected": "c"},
+                          tokenizer, "r")
+
+    rows = [{"prompt": f"Question {i}?", "chosen": f"Right {i}.", "rejected": f"Wrong {i}."} for i in range(30)]
+    rows += [{"prompt": "Same?", "chosen": "yes", "rejected": "yes"}] * 3
+    path = _write(tmp_path / "p.jsonl", rows)
+    prepared, _ = prepare_data(finalize(compose(f"data.path={path}", "data.format=preference", "objective=dpo",
+                                                "data.seq_len=64", f"data.eval_path={path}")))
+    assert prepared.skipped_identical == 6 and prepared.train_documents == 30  # 3 identical, in train and in eval
+    import numpy as np
+
+    sequences = np.load(f"{prepared.train_path}/sequence_ids.npy")
+    for row in sequences:  # every pair whole inside one row: 2k and 2k + 1 together
+        present = set(row[row >= 0].tolist())
+        assert all((k ^ 1) in present for k in present)
+    assert len({k for row in sequences for k in row[row >= 0].tolist()}) == 60

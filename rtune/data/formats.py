@@ -177,6 +177,54 @@ def encode_prompt_completion(tokenizer, prompt: str, completion: str) -> Sample:
     return prompt_ids + completion_ids, [IGNORE] * len(prompt_ids) + completion_ids
 
 
+def _prompt_messages(value: Any, where: str) -> List[Dict[str, str]]:
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    messages = _messages(value, where, "prompt")
+    if messages[-1]["role"] == "assistant":
+        raise RecordError(f"{where}: field 'prompt' must end with a user (or system) message; the replies belong "
+                          "in 'chosen' and 'rejected'")
+    return messages
+
+
+def _reply_messages(value: Any, where: str, field: str) -> List[Dict[str, str]]:
+    if isinstance(value, str):
+        return [{"role": "assistant", "content": value}]
+    messages = _messages(value, where, field)
+    if not any(m["role"] == "assistant" for m in messages):
+        raise RecordError(f"{where}: field {field!r} must hold an assistant reply (a string or assistant messages)")
+    return messages
+
+
+def _reply_tokens_only(tokenizer, conversation: List[Dict[str, str]], n_prompt: int, where: str) -> Sample:
+    """Render prompt + reply; labels on the reply's assistant turns only (with their end-of-turn token)."""
+    text = tokenizer.apply_chat_template(conversation, tokenize=False)
+    encoding = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
+    spans = assistant_spans(text, conversation, _special_tokens(tokenizer), where)
+    prompt_replies = sum(m["role"] == "assistant" for m in conversation[:n_prompt])
+    spans = spans[prompt_replies:]  # assistant turns inside the prompt are context, not the reply
+    labels = [IGNORE] * len(encoding.ids)
+    for t, (start, end) in enumerate(encoding.offsets):
+        if any(start < span_end and end > span_start for span_start, span_end in spans):
+            labels[t] = encoding.ids[t]
+    return encoding.ids, labels
+
+
+def encode_preference(record: Dict[str, Any], tokenizer, where: str) -> Optional[Tuple[Sample, Sample]]:
+    """(chosen, rejected) samples of a preference record, or None when both replies are the same.
+
+    prompt, chosen and rejected are each a string or a list of chat messages; the replies become
+    assistant turns after the prompt, rendered with the chat template, and only reply tokens carry
+    log-probs."""
+    prompt = _prompt_messages(record.get("prompt"), where)
+    chosen = _reply_messages(record.get("chosen"), where, "chosen")
+    rejected = _reply_messages(record.get("rejected"), where, "rejected")
+    if chosen == rejected:
+        return None
+    return (_reply_tokens_only(tokenizer, prompt + chosen, len(prompt), where),
+            _reply_tokens_only(tokenizer, prompt + rejected, len(prompt), where))
+
+
 def encode_record(record: Dict[str, Any], fmt: str, tokenizer, text_field: str, messages_field: str,
                   train_on: str, where: str) -> Optional[Sample]:
     """One record of `fmt` -> (input_ids, labels), or None when it has nothing to train on."""

@@ -23,12 +23,13 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from rtune.config import ConfigError, RTuneConfig
-from rtune.data.formats import IGNORE, encode_record, record_texts
+from rtune.data.formats import IGNORE, encode_preference, encode_record, record_texts
 from rtune.data.packing import pack
 from rtune.data.rows import load_meta, save_rows
 from rtune.data.sources import load_records
 
 CHAT_FORMATS = ("chat", "instruction", "preference")  # formats rendered with a chat template
+PAIR_COLUMNS = ("chosen_ids", "chosen_labels", "rejected_ids", "rejected_labels")
 
 
 @dataclass
@@ -51,6 +52,7 @@ class PreparedData:
     skipped_no_reply: int = 0  # records with nothing to train on (no assistant turn), both splits
     dropped_too_long: int = 0  # samples longer than seq_len, dropped (data.truncation=drop)
     truncated: int = 0  # samples cut to seq_len (data.truncation=truncate)
+    skipped_identical: int = 0  # preference pairs whose chosen and rejected replies are the same
     end_of_turn: Optional[str] = None  # the template's end-of-turn token (chat formats)
 
     @property
@@ -126,6 +128,20 @@ def _encode_split(records, indices: np.ndarray, split: str, source: str, tokeniz
         return subset.map(encode_text, batched=True, remove_columns=subset.column_names, new_fingerprint=key,
                           cache_file_name=cache_file, desc=f"tokenize {split}"), key
 
+    if d.format == "preference":
+        def encode_pairs(batch, positions):
+            out: Dict[str, List[Any]] = {k: [] for k in PAIR_COLUMNS}
+            for j, position in enumerate(positions):
+                record = {k: batch[k][j] for k in batch}
+                pair = encode_preference(record, tokenizer, f"{source} record {int(indices[position])}")
+                (c_ids, c_labels), (r_ids, r_labels) = pair if pair is not None else (([], []), ([], []))
+                for key, value in zip(PAIR_COLUMNS, (c_ids, c_labels, r_ids, r_labels)):
+                    out[key].append(value)
+            return out
+
+        return subset.map(encode_pairs, batched=True, with_indices=True, remove_columns=subset.column_names,
+                          new_fingerprint=key, cache_file_name=cache_file, desc=f"encode {split}"), key
+
     def encode(batch, positions):
         out: Dict[str, List[Any]] = {"input_ids": [], "labels": []}
         for j, position in enumerate(positions):
@@ -168,12 +184,46 @@ def _fit_to_length(ids: List[List[int]], labels: Optional[List[List[int]]], seq_
     return kept_ids, kept_labels, stats
 
 
+def _fit_pairs(encoded, seq_len: int, truncation: str):
+    """Interleaved samples [chosen 0, rejected 0, chosen 1, ...] and their groups; a pair shares one row,
+    so it must fit seq_len as a whole (truncate: each reply's sample cut to half a row)."""
+    ids: List[List[int]] = []
+    labels: List[List[int]] = []
+    stats = {"skipped_identical": 0, "dropped_too_long": 0, "truncated": 0}
+    columns = [encoded[k] for k in PAIR_COLUMNS]
+    for c_ids, c_labels, r_ids, r_labels in zip(*columns):
+        if not c_ids:
+            stats["skipped_identical"] += 1
+            continue
+        if len(c_ids) + len(r_ids) > seq_len:
+            half = seq_len // 2
+            c_ids, c_labels, r_ids, r_labels = c_ids[:half], c_labels[:half], r_ids[:half], r_labels[:half]
+            if truncation == "drop" or all(t == IGNORE for t in c_labels[1:]) or all(t == IGNORE for t in r_labels[1:]):
+                stats["dropped_too_long"] += 1
+                continue
+            stats["truncated"] += 1
+        ids += [c_ids, r_ids]
+        labels += [c_labels, r_labels]
+    groups = [[i, i + 1] for i in range(0, len(ids), 2)]
+    return ids, labels, groups, stats
+
+
 def _pack_split(encoded, key: str, split: str, source: str, cfg: RTuneConfig) -> Tuple[str, Dict[str, int]]:
     """Pack one encoded split into rows (cached); returns (rows directory, its counts)."""
     d, packing = cfg.data, packing_of(cfg)
     out = os.path.join(d.cache_dir, "packed", f"{_key(key, packing, d.seq_len, d.truncation, 'rows-v1')}")
     if os.path.exists(out):
         return out, load_meta(out)
+    if d.format == "preference":
+        ids, labels, groups, stats = _fit_pairs(encoded, d.seq_len, d.truncation)
+        if not ids:
+            raise ConfigError(f"no {split} pairs left in {source}: {stats['skipped_identical']} had identical replies "
+                              f"and {stats['dropped_too_long']} were longer than data.seq_len={d.seq_len} tokens: raise "
+                              "data.seq_len or set data.truncation=truncate")
+        rows = pack(ids, labels, d.seq_len, packing, groups=groups)
+        rows.samples = len(groups)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        return out, save_rows(out, rows, stats)
     ids = encoded["input_ids"]
     labels = encoded["labels"] if "labels" in encoded.column_names else None
     if packing == "concat":  # a stream: long samples simply continue in the next row
@@ -223,6 +273,7 @@ def prepare_data(cfg: RTuneConfig):
         train_path, val_path, tokenizer_dir, train["samples"], val["samples"], train["tokens"], val["tokens"],
         train["rows"], val["rows"], d.seq_len, packing=packing_of(cfg), train_target_tokens=train["target_tokens"],
         val_target_tokens=val["target_tokens"],
-        **{k: train[k] + val[k] for k in ("skipped_no_reply", "dropped_too_long", "truncated")},
+        **{k: train.get(k, 0) + val.get(k, 0) for k in ("skipped_no_reply", "dropped_too_long", "truncated",
+                                                         "skipped_identical")},
         end_of_turn=end_of_turn(tokenizer) if d.format in CHAT_FORMATS else None)
     return prepared, tokenizer

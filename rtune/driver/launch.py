@@ -76,6 +76,7 @@ def _resume_point(cfg: RTuneConfig, run_dir: Optional[str]) -> Optional[str]:
 def preflight(cfg: RTuneConfig):
     """All driver-side checks and data preparation; returns (PreparedData, run_dir)."""
     from rtune.data.pipeline import prepare_data
+    from rtune.fit import check_fit
     from rtune.model import check_lora_targets, load_model_config, max_context
 
     validate(cfg)
@@ -89,6 +90,9 @@ def preflight(cfg: RTuneConfig):
     if context is not None and cfg.data.seq_len > context:
         raise ConfigError(f"data.seq_len={cfg.data.seq_len} is longer than the model's context of {context} "
                           f"tokens: set data.seq_len={context} or less")
+    if cfg.model.name_or_path is None:  # its vocabulary is the BPE trained on the data: at most this big
+        model_config.vocab_size = cfg.model.tokenizer_vocab_size
+    check_fit(cfg, model_config, local_cluster=not (cfg.ray_address or os.environ.get("RAY_ADDRESS")))
     prepared, _ = prepare_data(cfg)
     per_worker = prepared.train_blocks // cfg.num_workers
     if per_worker < cfg.trainer.micro_batch_size:

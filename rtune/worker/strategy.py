@@ -159,8 +159,17 @@ class DeepSpeedStrategy(Strategy):
 
     def ds_config(self) -> Dict[str, Any]:
         """Generated from the trainer settings: one source of truth for batch, clipping and precision."""
+        from rtune.model import load_model_config
+
         t, s = self.cfg.trainer, self.cfg.strategy
-        zero: Dict[str, Any] = {"stage": s.zero_stage, "stage3_gather_16bit_weights_on_model_save": True}
+        model_config = load_model_config(self.cfg.model)
+        hidden = getattr(model_config, "hidden_size", None) or getattr(model_config, "n_embd", 1024)
+        # Communication buckets sized by the model's width, as transformers' "auto" values do: DeepSpeed's
+        # defaults (5e8 elements, 2 GB in fp32) are sized for large GPUs and dominate a small model's memory.
+        zero: Dict[str, Any] = {"stage": s.zero_stage, "stage3_gather_16bit_weights_on_model_save": True,
+                                "reduce_bucket_size": hidden * hidden, "allgather_bucket_size": hidden * hidden,
+                                "stage3_prefetch_bucket_size": int(0.9 * hidden * hidden),
+                                "stage3_param_persistence_threshold": 10 * hidden}
         if s.offload_optimizer == "cpu":
             zero["offload_optimizer"] = {"device": "cpu", "pin_memory": self.device.type == "cuda"}
         config = {
