@@ -24,6 +24,7 @@ commands:
                                   [chat=true [system=...]]: the prompt as a user turn, only the reply printed
   tune [KEY=VALUE ...] 'search.space={optim.lr: "loguniform(1e-5,1e-3)"}' [search.num_samples=8]
                                   Ray Tune search over runs, early stopping with ASHA; summary + plot
+  docs [--write | --check]         the configuration reference (docs/configuration.md), generated from the schema
   submit [--address URL] [--no-wait] -- train [KEY=VALUE ...]
                                   run it as a job on a Ray cluster (Jobs API); exits with the job's status
 
@@ -226,12 +227,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                   file=sys.stderr)
             return 2
         return _guarded(lambda: run_search(compose_config(rest)))
+    if command == "docs":
+        from rtune.docs import main as docs_main
+
+        return docs_main(rest)
     if command == "submit":
         from rtune.driver.submit import main as submit_main
 
         return _guarded(lambda: submit_main(rest))
     if command != "train":
-        print(f"rtune: error: unknown command {command!r}: use train, tune, submit, export or generate",
+        print(f"rtune: error: unknown command {command!r}: use train, tune, submit, export, generate or docs",
               file=sys.stderr)
         return 2
     if any(arg.split("=")[0] in HYDRA_FLAGS for arg in rest):

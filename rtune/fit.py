@@ -286,7 +286,8 @@ def check_fit(cfg: RTuneConfig, model_config, local_cluster: bool) -> Optional[E
         fixes = _what_would_fit(cfg, model_config, device, budget)
         hint = f"try {' or '.join(fixes)}" if fixes else "use a smaller model, or more or bigger machines"
         raise ConfigError(f"this run needs ~{result.total / GB:.1f} GB per worker ({shape.params / 1e9:.2f}B parameters"
-                          f", {cfg.strategy.name}{' LoRA' if cfg.peft.method == 'lora' else ''}, {cfg.trainer.precision}, "
+                          f", {cfg.strategy.name}{' LoRA' if cfg.peft.method == 'lora' else ''}, "
+                          f"{cfg.trainer.precision}, "
                           f"micro batch {cfg.trainer.micro_batch_size} x {cfg.data.seq_len}) and has {what}: {hint}; "
                           "trainer.skip_fit_check=true runs it anyway")
     return result

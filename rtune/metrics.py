@@ -209,7 +209,11 @@ def format_record(record: Dict[str, Any], max_steps: int) -> str:
     if "loss" in record:
         parts.append(f"loss {record['loss']:.4f}")
     if "eval_loss" in record:
-        parts.append(f"eval_loss {record['eval_loss']:.4f} (ppl {record['eval_ppl']:.1f})")
+        ppl = f" (ppl {record['eval_ppl']:.1f})" if "eval_ppl" in record else ""
+        parts.append(f"eval_loss {record['eval_loss']:.4f}{ppl}")
+    if "eval_reward_accuracy" in record:
+        parts.append(f"eval reward acc {record['eval_reward_accuracy']:.2f} "
+                     f"(margin {record['eval_reward_margin']:.3f})")
     if "lr" in record:
         parts.append(f"lr {record['lr']:.2e}")
     parts.append(f"{record['tokens_per_s']:,.0f} tok/s")
@@ -328,12 +332,14 @@ def read_metrics(path: str) -> List[Dict[str, Any]]:
 
 
 def plot_losses(metrics_path: str, out_png: str, title: str) -> Optional[str]:
-    """Training and eval loss against step, as a PNG next to the metrics. None if nothing to plot."""
+    """Training and eval loss against step (and, for preference objectives, the held-out reward accuracy
+    on a second axis), as a PNG next to the metrics. None if nothing to plot."""
     if not os.path.exists(metrics_path):
         return None
     records = read_metrics(metrics_path)
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    accuracy = [(r["step"], r["eval_reward_accuracy"]) for r in records if "eval_reward_accuracy" in r]
     if not train and not evals:
         return None
     import matplotlib
@@ -347,10 +353,18 @@ def plot_losses(metrics_path: str, out_png: str, title: str) -> Optional[str]:
     if evals:
         ax.plot(*zip(*evals), "o-", label="eval loss", lw=1.5)
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_ylabel("loss" if accuracy else "cross-entropy (nats/token)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    if accuracy:
+        right = ax.twinx()
+        right.plot(*zip(*accuracy), "s--", color="tab:green", label="held-out reward accuracy", lw=1.5)
+        right.set_ylim(0, 1.05)
+        right.set_ylabel("reward accuracy (chosen > rejected)")
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels, loc="center right")
     fig.tight_layout()
     fig.savefig(out_png)
     plt.close(fig)

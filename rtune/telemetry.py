@@ -20,6 +20,10 @@ GAUGES = (
     ("rtune_mfu", "Model FLOPs utilisation (fraction of the device peak), last logging window.", "mfu"),
     ("rtune_restarts", "Times the worker group started again for this run (worker failures and resumes).",
      "restarts"),
+    ("rtune_eval_reward_accuracy", "Preference objectives: share of held-out pairs whose chosen reply gets the "
+     "higher reward, at the last evaluation.", "eval_reward_accuracy"),
+    ("rtune_eval_reward_margin", "Preference objectives: mean reward of the chosen minus the rejected reply on "
+     "held-out pairs, at the last evaluation.", "eval_reward_margin"),
 )
 TAG_KEYS = ("run",)
 

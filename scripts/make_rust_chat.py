@@ -9,8 +9,9 @@ Conversations about small std-only Rust functions (`rust_tasks.py`), in five kin
     multi     two or three turns: write it, then tests / an explanation / a doc comment
 
 About a fifth carry a system prompt. Preference pairs use the same prompts: the chosen reply is the
-correct one; the rejected reply is code that does not compile (with the real bug) or the answer to a
-different question. Every code block is compiled with rustc when generating (`--check` also runs the
+correct one; the rejected reply is code that does not compile (with the real bug), an answer to a
+different question (an explanation where code was asked for, code where an explanation was), or the
+explanation of a different function. Every code block is compiled with rustc when generating (`--check` also runs the
 unit tests), so the sets teach code that builds.
 
     python scripts/make_rust_chat.py            # writes rtune/sample_data/rust_chat/ and rust_preference/
@@ -229,29 +230,33 @@ def conversations(spec: Spec, bugs: Dict[str, Tuple[str, str, str]], rng: random
 
 def preference_pairs(spec: Spec, bugs: Dict[str, Tuple[str, str, str]], others: List[Spec],
                      rng: random.Random) -> List[dict]:
-    """prompt / chosen / rejected: the right code vs broken code, or vs the answer to another question."""
+    """prompt / chosen / rejected: the right reply vs broken code, vs an answer to another question (prose
+    where code was asked for, or code where an explanation was), or vs the explanation of another function."""
     f = fields(spec)
     pairs = []
+
+    def pair(ask: str, chosen: str, rejected: str, kind: str) -> None:
+        pairs.append({"prompt": [{"role": "user", "content": ask}],
+                      "chosen": [{"role": "assistant", "content": chosen}],
+                      "rejected": [{"role": "assistant", "content": rejected}], "kind": kind})
+
     broken = list(bugs.values())
     for i, ask in enumerate(rng.sample(WRITE_ASKS, 4)):
-        prompt = [{"role": "user", "content": ask.format(**f)}]
+        ask = ask.format(**f)
         chosen = write_reply(spec, rng)
         if broken:
             code, _, _ = broken[i % len(broken)]
             rejected = chosen.replace(code_block(spec.unit(spec.code(doc=True))), code_block(code))
             if rejected != chosen:
-                pairs.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": chosen}],
-                              "rejected": [{"role": "assistant", "content": rejected}], "kind": "does_not_compile"})
-        other = rng.choice(others)
-        pairs.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": chosen}],
-                      "rejected": [{"role": "assistant", "content": write_reply(other, rng)}],
-                      "kind": "answers_another_question"})
-    ask = rng.choice(EXPLAIN_ASKS).format(code=spec.unit(spec.code()))
+                pair(ask, chosen, rejected, "does_not_compile")
+        pair(ask, chosen, explain_reply(rng.choice(others)), "answers_another_question")
+    code = spec.unit(spec.code())
+    for ask in rng.sample(EXPLAIN_ASKS, 2):
+        pair(ask.format(code=code), explain_reply(spec), write_reply(rng.choice(others), rng),
+             "answers_another_question")
     other = rng.choice(others)
     wrong = explain_reply(other).replace(f"`{other.name}`", f"`{spec.name}`", 1)
-    pairs.append({"prompt": [{"role": "user", "content": ask}],
-                  "chosen": [{"role": "assistant", "content": explain_reply(spec)}],
-                  "rejected": [{"role": "assistant", "content": wrong}], "kind": "wrong_explanation"})
+    pair(rng.choice(EXPLAIN_ASKS).format(code=code), explain_reply(spec), wrong, "wrong_explanation")
     return pairs
 
 

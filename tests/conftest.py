@@ -51,17 +51,19 @@ def tiny_overrides(tmp_path, run_name: str, *extra: str) -> list[str]:
     ]
 
 
-def run_with_fault(tmp_path, name, *extra, min_drop=0.3, base=None):
-    """A 2-worker, 8-step run whose rank 1 is SIGKILLed after step 4's checkpoint and recovered by Ray.
+def run_with_fault(tmp_path, name, *extra, min_drop=0.3, base=None, steps=8, fail_at=4):
+    """A 2-worker run of `steps` steps whose rank 1 is SIGKILLed after step `fail_at`'s checkpoint and
+    recovered by Ray.
 
-    Checks: every step logged once, the run resumed exactly at step 4, the eval loss fell by min_drop.
+    Checks: every step logged once, the run resumed exactly at step fail_at, the eval loss fell by min_drop.
     base: the overrides that pick the model and data (default: the tiny GPT-2 of tiny_overrides).
     """
     from rtune.driver.launch import train
     from rtune.metrics import read_metrics
 
-    common = ("num_workers=2", "trainer.max_steps=8", "trainer.checkpoint_every_steps=4", "trainer.eval_every_steps=4",
-              "optim.lr=3e-3", "debug.fail_at_step=4", "debug.fail_rank=1", "trainer.max_failures=1")
+    common = ("num_workers=2", f"trainer.max_steps={steps}", f"trainer.checkpoint_every_steps={fail_at}",
+              f"trainer.eval_every_steps={fail_at}", "optim.lr=3e-3", f"debug.fail_at_step={fail_at}", "debug.fail_rank=1",
+              "trainer.max_failures=1")
     if base is None:
         overrides = tiny_overrides(tmp_path, name, *common, *extra)
     else:
@@ -69,11 +71,12 @@ def run_with_fault(tmp_path, name, *extra, min_drop=0.3, base=None):
                      "optim.warmup_steps=2", *base, *common, *extra]
     cfg = compose(*overrides)
     summary = train(cfg)
-    assert summary["final_step"] == 8
+    assert summary["final_step"] == steps
     run_dir = summary["run_dir"]
-    assert [r["step"] for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "loss" in r] == list(range(1, 9))
+    logged = [r["step"] for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "loss" in r]
+    assert logged == list(range(1, steps + 1))
     events = [json.loads(line) for line in open(os.path.join(run_dir, "events.jsonl"))]
-    assert [e["step"] for e in events] == [0, 4]  # started fresh, then resumed exactly at step 4
+    assert [e["step"] for e in events] == [0, fail_at]  # started fresh, then resumed exactly at the checkpoint
     assert summary["eval_loss"] < summary["initial_eval_loss"] - min_drop, summary
     return cfg, summary
 

@@ -92,6 +92,26 @@ def test_chat_data_errors(rows, args, needles, tmp_path, jsonl):
     assert_one_line_error(run_cli("train", f"data.path={jsonl(rows)}", f"storage_path={tmp_path}", *args), *needles)
 
 
+PAIR = {"prompt": "Add one?", "chosen": "x + 1", "rejected": "x - 1"}
+
+
+@pytest.mark.parametrize("rows, args, needles", [
+    ([{"prompt": "p", "chosen": "c"}] * 3, ["data.format=preference", "objective=dpo"],
+     ["data.format=preference needs field(s) rejected", "fields found: prompt, chosen"]),
+    ([PAIR] * 3, ["data.format=preference", "objective=dpo", "objective.beta=0"], ["objective.beta must be positive"]),
+    ([PAIR] * 3, ["data.format=preference", "objective=dpo", "objective.loss_type=kto"],
+     ["objective.loss_type must be one of sigmoid, ipo, hinge, got 'kto'"]),
+    ([PAIR] * 3, ["data.format=preference"], ["data.format=preference holds pairs for a preference objective",
+                                              "objective=dpo"]),
+    ([CHAT] * 3, ["data.format=chat", "objective=dpo"], ["objective=dpo learns from preference pairs",
+                                                         "data.format=preference"]),
+    ([{"prompt": "p", "chosen": "same", "rejected": "same"}] * 3, ["data.format=preference", "objective=dpo"],
+     ["no train pairs left", "2 had identical replies"]),
+])
+def test_preference_errors(rows, args, needles, tmp_path, jsonl):
+    assert_one_line_error(run_cli("train", f"data.path={jsonl(rows)}", f"storage_path={tmp_path}", *args), *needles)
+
+
 def test_storage_not_writable(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

@@ -75,3 +75,10 @@ def test_finalize_makes_paths_absolute_and_names_unique(tmp_path, monkeypatch):
     assert cfg.storage_path == os.path.join(str(tmp_path), "runs")
     assert os.path.isabs(cfg.data.cache_dir)
     assert default_run_name(cfg) != default_run_name(cfg)  # a plain re-run never resumes by accident
+
+
+def test_configuration_reference_is_current():
+    """docs/configuration.md is generated from the schema; regenerate it with `python -m rtune docs --write`."""
+    from rtune.docs import render
+
+    assert (CONF.parent / "docs" / "configuration.md").read_text() == render()

@@ -218,8 +218,8 @@ def _pack_split(encoded, key: str, split: str, source: str, cfg: RTuneConfig) ->
         ids, labels, groups, stats = _fit_pairs(encoded, d.seq_len, d.truncation)
         if not ids:
             raise ConfigError(f"no {split} pairs left in {source}: {stats['skipped_identical']} had identical replies "
-                              f"and {stats['dropped_too_long']} were longer than data.seq_len={d.seq_len} tokens: raise "
-                              "data.seq_len or set data.truncation=truncate")
+                              f"and {stats['dropped_too_long']} were longer than data.seq_len={d.seq_len} tokens: "
+                              "raise data.seq_len or set data.truncation=truncate")
         rows = pack(ids, labels, d.seq_len, packing, groups=groups)
         rows.samples = len(groups)
         os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -233,7 +233,8 @@ def _pack_split(encoded, key: str, split: str, source: str, cfg: RTuneConfig) ->
     else:
         ids, labels, stats = _fit_to_length(ids, labels, d.seq_len, d.truncation)
     if not ids:
-        phrases = {"skipped_no_reply": "had no assistant reply", "dropped_too_long": f"were longer than {d.seq_len} tokens"}
+        phrases = {"skipped_no_reply": "had no assistant reply",
+                   "dropped_too_long": f"were longer than {d.seq_len} tokens"}
         reasons = ", ".join(f"{stats[k]} {phrase}" for k, phrase in phrases.items() if stats[k])
         hint = "raise data.seq_len or set data.truncation=truncate" if stats["dropped_too_long"] else \
             "check data.format and data.train_on"

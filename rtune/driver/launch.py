@@ -203,10 +203,12 @@ def _summarize(cfg: RTuneConfig, result, run_dir: Optional[str], wall_s: float, 
 def describe_data(prepared) -> str:
     """One line: samples, tokens, how they were packed, and what was left out and why."""
     p = prepared
-    line = (f"{p.train_documents} train / {p.val_documents} val samples, {p.train_tokens:,} / {p.val_tokens:,} tokens "
+    unit = "pairs" if p.skipped_identical or "preference" in p.packing else "samples"
+    line = (f"{p.train_documents} train / {p.val_documents} val {unit}, {p.train_tokens:,} / {p.val_tokens:,} tokens "
             f"({p.train_target_tokens:,} / {p.val_target_tokens:,} carry the loss), {p.packing} packing into "
             f"{p.train_blocks} rows of {p.seq_len}, {100 * p.train_fill:.2f}% non-padding")
     left_out = [f"{n} {what}" for n, what in ((p.skipped_no_reply, "without an assistant reply skipped"),
+                                              (p.skipped_identical, "pairs with identical replies skipped"),
                                               (p.dropped_too_long, f"longer than {p.seq_len} tokens dropped"),
                                               (p.truncated, f"truncated to {p.seq_len} tokens")) if n]
     return line + (f"; {', '.join(left_out)}" if left_out else "")

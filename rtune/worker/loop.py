@@ -30,7 +30,8 @@ from rtune.metrics import METRICS_FILE, ProgressLog, flops_per_token, peak_flops
 from rtune.model import build_model, count_parameters, fit_embeddings, load_tokenizer_from
 from rtune.telemetry import RayMetrics
 from rtune.worker.lm import IGNORE
-from rtune.worker.objectives import SFT, Objective
+from rtune.worker.objectives import SFT, Objective, make_objective, target_tokens
+from rtune.worker.reference import PrecomputedReference, make_reference
 from rtune.worker.strategy import Strategy, make_strategy
 
 
@@ -93,8 +94,11 @@ class BatchStream:
         return {"epoch": self.epoch, "offset": self.offset}
 
 
-def forward_loss(model, batch: Dict[str, torch.Tensor], objective: Objective, autocast):
-    """The objective's loss sum and metric sums for one micro-batch."""
+def forward_loss(model, batch: Dict[str, torch.Tensor], objective: Objective, autocast, reference=None,
+                 split: str = "train"):
+    """The objective's loss sum and metric sums for one micro-batch (DPO: the reference's log-probs first)."""
+    if reference is not None:
+        batch["reference"] = reference.pair_logps(batch, split)
     with autocast:
         logprobs = model(batch["input_ids"], batch["labels"], batch["position_ids"])
     return objective.loss(logprobs, batch)
@@ -102,7 +106,7 @@ def forward_loss(model, batch: Dict[str, torch.Tensor], objective: Objective, au
 
 @torch.no_grad()
 def evaluate(model, dataset: PackedRows, micro_batch_size: int, max_batches: Optional[int], rank: int,
-             world_size: int, device, autocast, objective: Objective = SFT) -> Dict[str, float]:
+             world_size: int, device, autocast, objective: Objective = SFT, reference=None) -> Dict[str, float]:
     """Mean loss per unit (target token for SFT) over the validation set, split across ranks (exact average).
 
     Every rank runs the same number of forward passes (sharded models gather weights collectively):
@@ -116,9 +120,12 @@ def evaluate(model, dataset: PackedRows, micro_batch_size: int, max_batches: Opt
     sums: Dict[str, float] = {"loss": 0.0, "units": 0.0}
     for batch_indices in batches[:max_batches]:
         batch = collate([dataset[max(i, 0)] for i in batch_indices])
-        batch["labels"][torch.tensor(batch_indices) < 0] = IGNORE  # padding rows count for nothing
+        dummy = torch.tensor(batch_indices) < 0  # padding rows count for nothing
+        batch["labels"][dummy] = IGNORE
+        if "sequence_ids" in batch:
+            batch["sequence_ids"][dummy] = -1
         batch = {k: v.to(device) for k, v in batch.items()}
-        loss, metrics = forward_loss(model, batch, objective, autocast)
+        loss, metrics = forward_loss(model, batch, objective, autocast, reference, split="val")
         sums["loss"] += float(loss)
         sums["units"] += objective.count(batch)
         for key, value in metrics.items():
@@ -128,6 +135,15 @@ def evaluate(model, dataset: PackedRows, micro_batch_size: int, max_batches: Opt
     model.train(was_training)
     units = max(totals.pop("units"), 1.0)
     return {f"eval_{k}": v / units for k, v in totals.items()}
+
+
+def _disable_dropout(model) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    for key in ("attention_dropout", "attn_pdrop"):  # attention kernels read it from the config
+        if hasattr(model.config, key):
+            setattr(model.config, key, 0.0)
 
 
 def _set_stop_tokens(model, tokenizer, end_of_turn: Optional[str]) -> None:
@@ -177,7 +193,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     tokenizer = load_tokenizer_from(prepared.tokenizer_dir, trust_remote_code=False)
     train_set = PackedRows(prepared.train_path, tokenizer.pad_token_id)
     val_set = PackedRows(prepared.val_path, tokenizer.pad_token_id)
-    objective = SFT
+    objective = make_objective(cfg.objective)
 
     ray_ckpt = ray.train.get_checkpoint()
     with (ray_ckpt.as_directory() if ray_ckpt else contextlib.nullcontext()) as ray_ckpt_dir:
@@ -191,6 +207,8 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         model = build_model(cfg.model, len(tokenizer), tokenizer.eos_token_id, checkpoint_dir=weights_dir)
         new_token_ids = fit_embeddings(model, len(tokenizer))  # a chat template's tokens, new to a hub model
     _set_stop_tokens(model, tokenizer, prepared.end_of_turn)
+    if objective.name != "sft":  # preference log-ratios compare forward passes: no dropout noise in them (as TRL)
+        _disable_dropout(model)
     if t.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
@@ -220,6 +238,19 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     else:
         torch.manual_seed(cfg.seed + rank)  # distinct dropout masks per rank
 
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
+    reference = None
+    if objective.needs_reference:
+        def build_initial():  # the same seeded build as the policy's, without touching the run's RNG
+            with torch.random.fork_rng(devices=[]), strategy.model_init():
+                torch.manual_seed(cfg.seed)
+                initial = build_model(cfg.model, len(tokenizer), tokenizer.eos_token_id)
+                fit_embeddings(initial, len(tokenizer))
+            _disable_dropout(initial)
+            return initial
+
+        reference = make_reference(cfg, strategy, prepared, {"train": train_set, "val": val_set}, resume_dir,
+                                   build_initial, rank, world_size, device, autocast)
     rows_per_step = world_size * t.micro_batch_size * t.grad_accum_steps
     peak_per_worker, peak_source = peak_flops(device, t.precision, cfg.cpus_per_worker)
     progress = ProgressLog(os.path.join(run_dir, METRICS_FILE) if run_dir else None, step, t.max_steps, is_main,
@@ -235,9 +266,9 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
                    f" token slots) per step | MFU peak: {peak_source}", step=step, resumed_from=resume_dir)
     ray_metrics = RayMetrics(cfg.run_name, enabled=is_main)  # the dashboard's / Prometheus' view of the run
     ray_metrics.update({"step": step, "restarts": max(starts - 1, 0)})
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     eval_loss: Optional[float] = None
-    window = [0.0, 0.0, 0.0, 0.0]  # loss sum, loss units, non-padding tokens, target tokens since the last log
+    window = [0.0] * 5  # loss sum, loss units, non-padding tokens, target tokens, token slots since the last log
+    window_metrics: Dict[str, float] = {}  # the objective's metric sums (DPO rewards) since the last log
 
     model = strategy.model
     run_peak_rss_mb = peak_rss_mb()  # so far: imports, model build, wrapping
@@ -246,8 +277,10 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
 
     def run_eval() -> Dict[str, float]:
         result = evaluate(model, val_set, t.micro_batch_size, t.eval_max_batches, rank, world_size, device,
-                          autocast, objective)
-        return {**result, "eval_ppl": math.exp(min(result["eval_loss"], 50.0))}
+                          autocast, objective, reference)
+        if objective.name == "sft":  # perplexity is a cross-entropy's, not a preference loss's
+            result["eval_ppl"] = math.exp(min(result["eval_loss"], 50.0))
+        return result
 
     if step == 0:  # the starting point of the eval-loss curve
         record0 = run_eval()
@@ -262,18 +295,21 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         # Normalise by the loss units (target tokens) of the whole step on every rank, so each unit weighs
         # the same however samples fall into micro-batches and workers (chat samples vary in length).
         step_units = _all_reduce_sum([sum(objective.count(b) for b in micro_batches)], device)[0]
-        step_loss, step_tokens, step_targets = 0.0, 0, 0
+        step_loss, step_tokens, step_targets, step_slots = 0.0, 0, 0, 0
         for micro_step, batch in enumerate(micro_batches):
             with strategy.accumulating(is_last_micro_step=micro_step == t.grad_accum_steps - 1):
-                loss_sum, _ = forward_loss(model, batch, objective, autocast)
+                loss_sum, metrics = forward_loss(model, batch, objective, autocast, reference)
                 strategy.backward(loss_sum * (world_size / max(step_units, 1.0)))  # DDP averages over ranks
             step_loss += loss_sum.item()
+            for key, value in metrics.items():
+                window_metrics[key] = window_metrics.get(key, 0.0) + float(value)
             step_tokens += int(batch["n_tokens"].sum())
-            step_targets += objective.count(batch)
+            step_slots += batch["input_ids"].numel()  # computed positions, padding included
+            step_targets += target_tokens(batch)
         strategy.step()  # clip, optimizer, schedule
         step += 1
         window = [window[0] + step_loss, window[1] + step_units / world_size, window[2] + step_tokens,
-                  window[3] + step_targets]
+                  window[3] + step_targets, window[4] + step_slots]
         progress.step(step, step_tokens * world_size, step_targets * world_size)
 
         is_last = step == t.max_steps
@@ -282,9 +318,13 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         record: Dict[str, Any] = {}
         window_tokens = 0
         if step % t.log_every_steps == 0 or do_eval:
-            loss_sum, units, n_tokens, n_targets = _all_reduce_sum(window, device)  # sums over ranks
-            record = {"loss": loss_sum / max(units, 1.0), "lr": lr, "target_tokens": int(n_targets)}
-            window_tokens, window = int(n_tokens), [0.0, 0.0, 0.0, 0.0]
+            keys = sorted(window_metrics)
+            totals = _all_reduce_sum(window + [window_metrics[k] for k in keys], device)  # sums over ranks
+            loss_sum, units, n_tokens, n_targets, n_slots = totals[:5]
+            record = {"loss": loss_sum / max(units, 1.0), "lr": lr, "tokens": int(n_tokens),
+                      "target_tokens": int(n_targets), "token_slots": int(n_slots),
+                      **{k: v / max(units, 1.0) for k, v in zip(keys, totals[5:])}}
+            window_tokens, window, window_metrics = int(n_tokens), [0.0] * 5, {}
         if do_eval:
             with progress.paused():  # eval and checkpoint time is not training throughput
                 record.update(run_eval())
@@ -295,7 +335,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             train_peak_rss_mb = peak_rss_mb()
         if do_eval:
             with progress.paused():
-                _report(cfg, step, record, do_checkpoint, strategy, tokenizer, batches, base_model)
+                _report(cfg, step, record, do_checkpoint, strategy, tokenizer, batches, base_model, reference)
         _maybe_inject_fault(cfg, step, rank, run_dir)
 
     # ---- summary: rank 0's return value becomes Result.return_value on the driver ------------------
@@ -312,7 +352,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
 
 
 def _report(cfg: RTuneConfig, step: int, record: Dict[str, Any], with_checkpoint: bool, strategy: Strategy,
-            tokenizer, batches: BatchStream, base_model) -> None:
+            tokenizer, batches: BatchStream, base_model, reference=None) -> None:
     """Report metrics from every rank (a barrier); on checkpoint steps every rank writes its part.
 
     Each rank saves into its own temporary directory and reports it under the same directory name;
@@ -334,6 +374,8 @@ def _report(cfg: RTuneConfig, step: int, record: Dict[str, Any], with_checkpoint
         if strategy.rank == 0:
             trainer_state = {"step": step, "rng": rng_states, "data": batches.state(), **resume_state}
             ckpt.write_rank0_files(tmp_dir, tokenizer, trainer_state, to_dict(cfg))
+            if isinstance(reference, PrecomputedReference):  # resume never recomputes them from trained weights
+                reference.save(tmp_dir)
             if base_model is not None:  # LoRA on a model built from config: keep the base it adapts
                 module, pristine = base_model
                 module.save_pretrained(os.path.join(tmp_dir, "base_model"), state_dict=dict(pristine),

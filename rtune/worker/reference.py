@@ -86,6 +86,33 @@ def load_tables(path: str) -> Optional[Dict[str, np.ndarray]]:
         return {name: data[name] for name in data.files}
 
 
+def make_reference(cfg, strategy, prepared, datasets: Dict[str, object], resume_dir: Optional[str], build_initial,
+                   rank: int, world_size: int, device, autocast):
+    """The reference this run's DPO uses (see the module docstring), ready before step 1.
+
+    build_initial: builds the initial model again (for `live`). Precomputed tables come from the checkpoint
+    being resumed, else the cache, else a pass of the policy, which before step 1 *is* the initial model.
+    """
+    if cfg.peft.method == "lora":
+        return AdapterReference(strategy.model, strategy.raw, autocast)
+    if cfg.objective.reference == "live":
+        return LiveReference(strategy.reference_module(build_initial()), autocast)
+    tables = load_tables(os.path.join(resume_dir, REFERENCE_FILE)) if resume_dir else None
+    path = cache_path(cfg, prepared)
+    tables = tables or load_tables(path)
+    if tables is None:
+        if resume_dir is not None:
+            raise RuntimeError(f"{resume_dir} has no {REFERENCE_FILE} and the cache {path} is gone: the reference "
+                               "log-probs cannot be recomputed from trained weights; start a new run_name")
+        tables = compute_tables(strategy.model, datasets, cfg.trainer.micro_batch_size, rank, world_size, device,
+                                autocast)
+        if not os.path.exists(path):  # every node keeps its own copy (the cache may not be shared)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            np.savez(f"{path}.tmp-{os.getpid()}.npz", **tables)
+            os.replace(f"{path}.tmp-{os.getpid()}.npz", path)
+    return PrecomputedReference(tables)
+
+
 @torch.no_grad()
 def compute_tables(model, datasets: Dict[str, object], micro_batch_size: int, rank: int, world_size: int, device,
                    autocast) -> Dict[str, np.ndarray]:

@@ -66,6 +66,11 @@ class Strategy:
         self.model = ray.train.torch.prepare_model(self._prepare(model, adapter_dir, new_token_ids))  # DDP
         self._build_optimizer()
 
+    def reference_module(self, model):
+        """A frozen, forward-only TokenLogprobs of `model` (DPO's live reference): a replica here."""
+        module = TokenLogprobs(model.to(self.device), self.cfg.trainer.logits_chunk_tokens).eval()
+        return module.requires_grad_(False)
+
     def _build_optimizer(self) -> None:
         self.optimizer = build_optimizer(self.raw, self.cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, self.cfg.trainer.max_steps, self.cfg.optim)
@@ -126,6 +131,20 @@ class FSDPStrategy(Strategy):
         fully_shard(module, mesh=mesh)  # the root unit: embeddings, final norm, output head
         self.model = module
         self._build_optimizer()
+
+    def reference_module(self, model):
+        """Sharded like the policy: no rank holds the frozen copy whole."""
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        module = TokenLogprobs(model.to(self.device), self.cfg.trainer.logits_chunk_tokens).requires_grad_(False)
+        mesh = init_device_mesh(self.device.type, (self.world_size,))
+        blocks = set(getattr(model, "_no_split_modules", None) or [])
+        for sub in module.modules():
+            if type(sub).__name__ in blocks:
+                fully_shard(sub, mesh=mesh)
+        fully_shard(module, mesh=mesh)
+        return module.eval()
 
     def accumulating(self, is_last_micro_step: bool):
         self.model.set_requires_gradient_sync(is_last_micro_step)  # reduce-scatter only on the last one
@@ -207,6 +226,17 @@ class DeepSpeedStrategy(Strategy):
         self.model, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=module, optimizer=optimizer, config=self.ds_config(), dist_init_required=False,
             lr_scheduler=lambda opt: build_scheduler(opt, self.cfg.trainer.max_steps, self.cfg.optim))
+
+    def reference_module(self, model):
+        """ZeRO-3: an optimizer-less DeepSpeed engine, partitioned like the policy; ZeRO-1/2: a replica."""
+        if self.cfg.strategy.zero_stage != 3:
+            return super().reference_module(model)
+        import deepspeed
+
+        config = {k: v for k, v in self.ds_config().items() if k != "gradient_clipping"}
+        engine, *_ = deepspeed.initialize(model=TokenLogprobs(model, self.cfg.trainer.logits_chunk_tokens),
+                                          config=config, dist_init_required=False)
+        return engine.eval()
 
     def accumulating(self, is_last_micro_step: bool):
         return contextlib.nullcontext()  # DeepSpeed skips the all-reduce until the boundary itself

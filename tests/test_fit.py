@@ -1,0 +1,64 @@
+"""The fit check: what the estimate is made of, and the one-line refusal of a run that cannot fit."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import compose
+from rtune.fit import GB, estimate, model_shape
+from rtune.model import load_model_config
+
+LLAMA = ("++model.from_config={model_type: llama, hidden_size: 256, intermediate_size: 704, num_hidden_layers: 4, "
+         "num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 512}")
+MISTRAL_7B = ("++model.from_config={model_type: mistral, hidden_size: 4096, intermediate_size: 14336, "
+              "num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8, max_position_embeddings: 4096}")
+
+
+def _estimate(*overrides, device="cpu"):
+    cfg = compose(LLAMA, "model.tokenizer_vocab_size=4096", *overrides)
+    model_config = load_model_config(cfg.model)
+    model_config.vocab_size = 4096
+    shape = model_shape(cfg, model_config)
+    return shape, estimate(cfg, shape, device)
+
+
+def test_each_memory_lever_lowers_its_part():
+    shape, ddp = _estimate()
+    assert shape.params == pytest.approx(4 * (2 * 256 * 256 + 2 * 256 * 128 + 3 * 256 * 704) + 2 * 4096 * 256 + 9 * 256,
+                                         rel=0.01)
+    n = shape.params
+    assert ddp.parts["optimizer"] == pytest.approx(8 * n) and ddp.parts["gradients"] == pytest.approx(8 * n)  # + buckets
+    _, zero3 = _estimate("strategy=deepspeed", "strategy.zero_stage=3")
+    assert zero3.parts["gradients"] == pytest.approx(4 * n / 2) and zero3.parts["optimizer"] == pytest.approx(12 * n / 2)
+    lora_shape, lora = _estimate("peft=lora")
+    assert 0 < lora_shape.lora_params < n / 10 and lora.parts["optimizer"] == pytest.approx(8 * lora_shape.lora_params)
+    _, checkpointed = _estimate("trainer.gradient_checkpointing=true")
+    assert checkpointed.parts["activations"] < ddp.parts["activations"] / 2
+    _, longer = _estimate("data.seq_len=512")
+    assert longer.parts["activations"] == pytest.approx(2 * ddp.parts["activations"], rel=0.01)  # linear in tokens
+    _, offloaded = _estimate("strategy=deepspeed", "strategy.offload_optimizer=cpu", device="cuda")
+    assert offloaded.parts["optimizer"] == 0
+    # traced activations: every layer keeps at least its input and its MLP's intermediate tensors
+    assert shape.layer_bytes_per_token >= 4 * (256 + 2 * 704)
+
+
+def test_seven_billion_parameters_are_refused_in_one_line(tmp_path):
+    from test_cli_errors import assert_one_line_error, run_cli
+
+    proc = run_cli("train", f"storage_path={tmp_path}", MISTRAL_7B)
+    line = assert_one_line_error(proc, "this run needs ~", "7.0", "B parameters", "trainer.skip_fit_check=true")
+    assert "GB per worker" in line and "RAM available" in line
+    gpu = run_cli("train", f"storage_path={tmp_path}", MISTRAL_7B, "use_gpu=true", "gpu_memory_gb=80", "num_workers=8",
+                  "trainer.precision=bf16")
+    assert_one_line_error(gpu, "80 GB per GPU", "try peft=lora", "strategy=deepspeed strategy.zero_stage=3",
+                          "strategy=fsdp")
+
+
+def test_the_default_run_fits_and_says_so():
+    from rtune.fit import check_fit
+
+    cfg = compose()
+    model_config = load_model_config(cfg.model)
+    model_config.vocab_size = cfg.model.tokenizer_vocab_size
+    result = check_fit(cfg, model_config, local_cluster=True)
+    assert 0.3 * GB < result.total < 2 * GB
