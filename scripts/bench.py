@@ -72,7 +72,7 @@ def run_bare(args, distributed: bool) -> dict:
     import torch.distributed as dist
     from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-    from rtune.data.pipeline import PackedBlocks
+    from rtune.data.rows import PackedRows
     from rtune.worker.optim import build_optimizer
 
     torch.set_num_threads(1)
@@ -81,7 +81,7 @@ def run_bare(args, distributed: bool) -> dict:
         dist.init_process_group("gloo")
         rank, world = dist.get_rank(), dist.get_world_size()
     cfg, prepared, tokenizer = prepare(args.quick)
-    data = PackedBlocks(prepared.train_path, tokenizer.pad_token_id)
+    data = PackedRows(prepared.train_path, tokenizer.pad_token_id)
     model = build_model(cfg, tokenizer)
     sampler = (DistributedSampler(data, world, rank, shuffle=True, seed=SEED, drop_last=True) if distributed
                else RandomSampler(data, generator=torch.Generator().manual_seed(SEED)))
@@ -121,11 +121,11 @@ def run_hf(args) -> dict:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from rtune.data.pipeline import PackedBlocks
+    from rtune.data.rows import PackedRows
 
     torch.set_num_threads(1)
     cfg, prepared, tokenizer = prepare(args.quick)
-    data = PackedBlocks(prepared.train_path, tokenizer.pad_token_id)
+    data = PackedRows(prepared.train_path, tokenizer.pad_token_id)
     model = build_model(cfg, tokenizer)
     times: list[float] = []
 
@@ -195,12 +195,13 @@ def summarize(times, tokens, rss, t0, wall, warmup) -> dict:
 def packing_efficiency(quick: bool) -> dict:
     import numpy as np
 
-    from rtune.data.pipeline import PAD, load_documents
+    from rtune.data.packing import PAD
+    from rtune.data.sources import load_records
 
     cfg, prepared, tokenizer = prepare(quick)
-    blocks = np.load(prepared.train_path, mmap_mode="r")
+    blocks = np.load(os.path.join(prepared.train_path, "input_ids.npy"), mmap_mode="r")
     packed = float((blocks != PAD).mean())
-    docs = load_documents(cfg.data)
+    docs = load_records(cfg.data)
     lengths = [len(e.ids) + 1 for e in tokenizer.backend_tokenizer.encode_batch(docs[cfg.data.text_field],
                                                                               add_special_tokens=False)]
     padded = sum(min(n, SEQ_LEN) for n in lengths) / (len(lengths) * SEQ_LEN)
