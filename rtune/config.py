@@ -14,7 +14,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import OmegaConf
 
@@ -246,6 +246,27 @@ class ObjectiveConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Experiment trackers rank 0 reports to, at the same moments as metrics.jsonl (see docs/tracking.md).
+
+    Args:
+        backends: Any of `tensorboard` (event files in <run_dir>/tensorboard), `mlflow` and `wandb`, e.g.
+            `tracking.backends=[tensorboard,mlflow]`; `[]` turns tracking off.
+        project: MLflow experiment / W&B project (null: the sweep's name, else `rtune`).
+        mlflow_uri: MLflow tracking URI (null: $MLFLOW_TRACKING_URI, else a SQLite store
+            <storage_path>/mlflow.db with artifacts beside it; `mlflow ui --backend-store-uri` that URI).
+        wandb_mode: `online` or `offline` (null: $WANDB_MODE, else online).
+        log_model: Also upload the best checkpoint's files as an artifact (MLflow, W&B); off: never the weights.
+    """
+
+    backends: List[str] = field(default_factory=lambda: ["tensorboard"])
+    project: Optional[str] = None
+    mlflow_uri: Optional[str] = None
+    wandb_mode: Optional[str] = None
+    log_model: bool = False
+
+
+@dataclass
 class SearchConfig:
     """Ray Tune search, used by `python -m rtune tune` (ignored by `train`).
 
@@ -295,6 +316,7 @@ class RTuneConfig:
             Null derives a stable name from the sweep's arguments, so re-running a sweep skips the runs
             that finished and resumes the others.
         search: Ray Tune search space and scheduler (`python -m rtune tune`).
+        tracking: Experiment trackers (TensorBoard, MLflow, W&B).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -306,6 +328,7 @@ class RTuneConfig:
     debug: DebugConfig = field(default_factory=DebugConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     num_workers: int = 2
     use_gpu: bool = False
     cpus_per_worker: int = 1
@@ -332,6 +355,7 @@ PACKINGS = ("concat", "isolated", "none")
 TRUNCATIONS = ("drop", "truncate")
 OBJECTIVES = ("sft", "dpo", "orpo", "simpo")
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
+TRACKERS = ("tensorboard", "mlflow", "wandb")
 _SCHEDULES = ("cosine", "linear", "constant")
 
 
@@ -430,6 +454,13 @@ def validate(cfg: RTuneConfig) -> None:
             or (isinstance(targets, (list, tuple)) and targets and all(isinstance(t, str) for t in targets))):
         raise ConfigError(f"peft.target_modules must be a list of module names, all-linear, or null (the "
                           f"architecture's default), got {targets!r}")
+    tr = cfg.tracking
+    unknown = [b for b in tr.backends if b not in TRACKERS]
+    if unknown or len(set(tr.backends)) != len(tr.backends):
+        raise ConfigError(f"tracking.backends must be a list of distinct trackers from {', '.join(TRACKERS)} (or []), "
+                          f"got {list(tr.backends)}: e.g. tracking.backends=[tensorboard,mlflow]")
+    if tr.wandb_mode not in (None, "online", "offline"):
+        raise ConfigError(f"tracking.wandb_mode must be online or offline (or null: $WANDB_MODE), got {tr.wandb_mode!r}")
     if cfg.debug.fail_at_step is not None and not 0 <= cfg.debug.fail_rank < cfg.num_workers:
         raise ConfigError(f"debug.fail_rank must be in [0, {cfg.num_workers - 1}]")
 

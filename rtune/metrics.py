@@ -194,7 +194,17 @@ class ProgressLog:
         self._append(events_path, {"time": time.time(), "message": message, **fields})
         if self.echo:
             print(f"[rtune] {message}", flush=True)
-        return len(read_metrics(events_path)) if events_path else 1
+        return sum(1 for r in read_metrics(events_path) if not r.get("warning")) if events_path else 1
+
+    def warn(self, message: str) -> None:
+        """A warning the user must see: into events.jsonl (the driver shows it from there) and printed when
+        this process echoes its progress."""
+        if not self.enabled:
+            return
+        events_path = os.path.join(os.path.dirname(self.metrics_path), EVENTS_FILE) if self.metrics_path else None
+        self._append(events_path, {"time": time.time(), "message": f"warning: {message}", "warning": True})
+        if self.echo:
+            print(f"[rtune] warning: {message}", flush=True)
 
     @staticmethod
     def _append(path: Optional[str], record: Dict[str, Any]) -> None:
@@ -258,14 +268,16 @@ class DriverProgress(threading.Thread):
     the user sees rtune's progress and not Ray's log stream (e.g. a restarted worker's traceback).
     """
 
-    def __init__(self, run_dir: str, max_steps: int, poll_s: float = 0.5):
+    def __init__(self, run_dir: str, max_steps: int, poll_s: float = 0.5, resume_step: Optional[int] = None):
         super().__init__(daemon=True)
         self.max_steps, self.poll_s = max_steps, poll_s
         self.metrics = _Tail(os.path.join(run_dir, METRICS_FILE))
         self.events = _Tail(os.path.join(run_dir, EVENTS_FILE))
         for tail in (self.metrics, self.events):  # only what this invocation writes
             tail.offset = os.path.getsize(tail.path) if os.path.exists(tail.path) else 0
-        self.last_step = -1
+        # A resumed run trims metrics.jsonl back to its checkpoint, which sends the tail back to the start of
+        # the file: everything up to the resume step was shown by the earlier attempt and is not replayed.
+        self.last_step = -1 if resume_step is None else resume_step
         self._stop_event = threading.Event()
         self.bar = None
         if sys.stdout.isatty():
@@ -284,8 +296,8 @@ class DriverProgress(threading.Thread):
             self._say(f"[rtune] {event.get('message', '')}")
         for record in self.metrics.read():
             step = record.get("step", 0)
-            if step <= self.last_step and "loss" in record:
-                continue  # re-read after a resume trimmed the file
+            if step <= self.last_step:
+                continue  # re-read after a resume (a re-run, or a worker restart) trimmed the file
             self.last_step = max(self.last_step, step)
             if self.bar is not None:
                 self.bar.n = step

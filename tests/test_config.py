@@ -58,6 +58,8 @@ def test_experiment_sets_hub_model_and_data():
     ("optim.schedule=step", "optim.schedule must be one of"),
     ("data.val_fraction=1.5", "data.val_fraction"),
     ("run_name=a/b", "run_name"),
+    ("tracking.backends=[tensorboard,comet]", "tracking.backends must be a list of distinct trackers"),
+    ("tracking.wandb_mode=dryrun", "tracking.wandb_mode must be online or offline"),
 ])
 def test_validate_names_the_fix(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -77,23 +77,38 @@ def cli_overrides(tmp_path, run_name, *extra):
 
 
 def test_driver_sigkill_then_rerun_resumes_and_never_logs_secrets(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from test_tracking import tensorboard_scalars
+
     env = {**os.environ, "HF_TOKEN": SENTINEL}
-    driver = run_cli(cli_overrides(tmp_path, "drv"), env=env)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    args = cli_overrides(tmp_path, "drv", "tracking.backends=[tensorboard,mlflow]")  # MLflow: the local SQLite store
+    driver = run_cli(args, env=env)
     wait_for(lambda: os.path.exists(tmp_path / "drv/checkpoint_00000005/rtune_checkpoint.json"), 300, "checkpoint 5")
     driver.send_signal(signal.SIGKILL)
     first_output = driver.communicate()[0]
     # Ray tears the job's actors down once their owner (the driver) is gone.
     wait_for(lambda: not train_workers(), 60, "the killed run's workers to exit")
-    rerun = run_cli(cli_overrides(tmp_path, "drv"), env=env)
+    rerun = run_cli(args, env=env)
     output = rerun.communicate(timeout=600)[0]
     assert rerun.returncode == 0, output[-3000:]
     assert "resuming run drv from" in output
+    # The display goes on from the resume step; it does not replay the killed run's lines.
+    shown = [int(line.split("step ")[1].split("/")[0]) for line in output.splitlines() if "/30 |" in line]
+    assert shown and min(shown) > 5 and shown[-1] == 30, shown
     summary = json.loads((tmp_path / "drv/summary.json").read_text())
     assert summary["final_step"] == 30
     assert logged_steps(tmp_path / "drv") == list(range(1, 31))
-    # The secret is in the environment of every process, and in no output, file or checkpoint.
+    # One tracker run across the kill: every step once in MLflow, and in what TensorBoard reads.
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("rtune").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == list(range(1, 31))
+    assert [step for step, _ in tensorboard_scalars(tmp_path / "drv/tensorboard")["loss"]] == list(range(1, 31))
+    # The secret is in the environment of every process, and in no output, file, checkpoint or tracker store.
     assert SENTINEL not in first_output + output
-    for root, _, files in os.walk(tmp_path / "drv"):
+    for root, _, files in os.walk(tmp_path):
         for name in files:
             with open(os.path.join(root, name), "rb") as f:
                 assert SENTINEL.encode() not in f.read(), os.path.join(root, name)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from rtune.metrics import read_metrics
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["num_workers=1", "trainer.eval_every_steps=3", "trainer.checkpoint_every_steps=3", "trainer.log_every_steps=3",
@@ -43,7 +45,7 @@ def _rows(sweep_dir: Path) -> dict:
 def test_multirun_sweep_summary_failures_and_rerun(tmp_path, ray_address):
     # 2 x 2: the debug.fail_at_step=3 jobs lose a worker after step 3 (max_failures=0), so they fail.
     sweep = ["train", "-m", f"storage_path={tmp_path}", "optim.lr=1e-3,3e-3", "debug.fail_at_step=3,null",
-             "trainer.max_failures=0", "trainer.max_steps=6", *TINY]
+             "trainer.max_failures=0", "trainer.max_steps=6", "tracking.backends=[mlflow]", *TINY]
     first = _rtune(ray_address, *sweep)
     assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
     (sweep_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("sweep-")]
@@ -69,6 +71,20 @@ def test_multirun_sweep_summary_failures_and_rerun(tmp_path, ray_address):
     rows = _rows(sweep_dir)
     assert {r["status"] for r in rows.values()} == {"finished"} and len(rows) == 4
     assert not any((sweep_dir / name / "failed.json").exists() for name in rows)
+    # MLflow: the sweep is one experiment with a parent run and the 4 jobs as its children, each one run
+    # (a resumed job continued its MLflow run), every step once.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name(sweep_dir.name).experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.run_name == sweep_dir.name and sorted(r.info.run_name for r in children) == sorted(rows)
+    assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"sweep_summary.md", "sweep_eval_loss.png"}
+    for child in children:
+        logged = [r["step"] for r in read_metrics(sweep_dir / child.info.run_name / "metrics.jsonl") if "loss" in r]
+        assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "loss")) == logged == [3, 6]
 
     third = _rtune(ray_address, *sweep)  # nothing left to do: no training, no Ray
     assert third.returncode == 0 and third.stdout.count("already finished") == 4

@@ -11,6 +11,7 @@ import os
 import time
 from typing import Any, Dict, Optional
 
+from rtune import tracking
 from rtune.config import ConfigError, RTuneConfig, finalize, is_uri, to_dict, validate
 from rtune.metrics import METRICS_FILE, DriverProgress, plot_losses
 
@@ -77,10 +78,12 @@ def preflight(cfg: RTuneConfig):
     """All driver-side checks and data preparation; returns (PreparedData, run_dir)."""
     from rtune.data.pipeline import prepare_data
     from rtune.fit import check_fit
+    from rtune.tracking import check_backends
     from rtune.model import check_lora_targets, load_model_config, max_context
 
     validate(cfg)
     finalize(cfg)
+    check_backends(cfg)
     if cfg.strategy.name == "deepspeed":
         _check_deepspeed_toolchain()
     model_config = load_model_config(cfg.model)  # fails fast (one line) when the hub is unreachable
@@ -101,8 +104,8 @@ def preflight(cfg: RTuneConfig):
                           f"{cfg.trainer.micro_batch_size}: use more data, a smaller data.seq_len, micro batch or "
                           "num_workers")
     run_dir = _check_storage(cfg)
-    _resume_point(cfg, run_dir)
-    return prepared, run_dir
+    resume_from = _resume_point(cfg, run_dir)
+    return prepared, run_dir, resume_from
 
 
 def worker_env(use_gpu: bool) -> Dict[str, str]:
@@ -200,6 +203,45 @@ def _summarize(cfg: RTuneConfig, result, run_dir: Optional[str], wall_s: float, 
     return summary
 
 
+def ckpt_step(checkpoint: Optional[str]) -> Optional[int]:
+    from rtune import checkpoint as ckpt
+
+    return ckpt.read_marker(checkpoint)["step"] if checkpoint else None
+
+
+def where_things_go(cfg: RTuneConfig, run_dir: Optional[str]) -> str:
+    """One line: where this run's metrics, checkpoints, plots and tracker runs are written."""
+    root = run_dir or f"{cfg.storage_path.rstrip('/')}/{cfg.run_name}"
+    parts = [f"metrics {root}/{METRICS_FILE}", f"checkpoints {root}/checkpoint_*", f"summary + plot {root}/"]
+    if "tensorboard" in cfg.tracking.backends and run_dir:
+        parts.append(f"TensorBoard: tensorboard --logdir {run_dir}/tensorboard")
+    if "mlflow" in cfg.tracking.backends:
+        from rtune.tracking import mlflow_uri, project_of, redact
+
+        parts.append(f"MLflow: experiment {project_of(cfg)} at {redact(mlflow_uri(cfg))} (run id in the start line)")
+    if "wandb" in cfg.tracking.backends:
+        from rtune.tracking import project_of
+
+        parts.append(f"W&B: project {project_of(cfg)}")
+    return "writing " + " | ".join(parts)
+
+
+def _finish_tracking(cfg: RTuneConfig, run_dir: Optional[str], summary: Dict[str, Any]) -> None:
+    """Summary, loss curve and model card into the tracker runs (the best checkpoint too with log_model)."""
+    if not run_dir or not set(cfg.tracking.backends) & {"mlflow", "wandb"}:
+        return
+    from rtune.checkpoint import read_marker
+    from rtune.inference import model_card
+
+    best = summary.get("best_checkpoint") or summary.get("latest_checkpoint")
+    card = os.path.join(run_dir, "MODEL_CARD.md")
+    if best and os.path.isdir(best):
+        with open(card, "w") as f:
+            f.write(model_card(to_dict(cfg), read_marker(best), "lora" if cfg.peft.method == "lora" else "full"))
+    files = [os.path.join(run_dir, name) for name in (SUMMARY_FILE, LOSS_PNG, "MODEL_CARD.md")]
+    tracking.finish(cfg, run_dir, summary, files, best if best and os.path.isdir(best) else None)
+
+
 def describe_data(prepared) -> str:
     """One line: samples, tokens, how they were packed, and what was left out and why."""
     p = prepared
@@ -231,15 +273,18 @@ def train(cfg: RTuneConfig, keep_ray: bool = False, callbacks: Optional[list] = 
     from rtune.worker.loop import train_loop_per_worker
 
     start = time.perf_counter()
-    prepared, run_dir = preflight(cfg)
+    prepared, run_dir, resume_from = preflight(cfg)
     packing = prepared.train_fill
-    print(f"[rtune] run {cfg.run_name}: {describe_data(prepared)} -> {run_dir or cfg.storage_path}", flush=True)
+    print(f"[rtune] run {cfg.run_name}: {describe_data(prepared)}", flush=True)
+    print(f"[rtune] {where_things_go(cfg, run_dir)}", flush=True)
     # On a local cluster the driver reads rank 0's metrics from disk; elsewhere rank 0 prints them.
     local_cluster = not (cfg.ray_address or os.environ.get("RAY_ADDRESS"))
     driver_progress = run_dir is not None and local_cluster and os.environ.get("RTUNE_WORKER_LOGS") != "1"
     started_ray = _init_ray(cfg, driver_progress)
     check_cluster_storage(cfg.storage_path)
-    progress = DriverProgress(run_dir, cfg.trainer.max_steps) if driver_progress and _STARTED_LOCAL_RAY else None
+    resume_step = ckpt_step(resume_from)
+    progress = (DriverProgress(run_dir, cfg.trainer.max_steps, resume_step=resume_step)
+                if driver_progress and _STARTED_LOCAL_RAY else None)
     try:
         resources = {"CPU": cfg.cpus_per_worker}
         if cfg.use_gpu:
@@ -264,10 +309,13 @@ def train(cfg: RTuneConfig, keep_ray: bool = False, callbacks: Optional[list] = 
         try:
             result = trainer.fit()
         except (KeyboardInterrupt, SystemExit):  # Ray's SIGINT handler aborts the run, then exits
+            tracking.finish(cfg, run_dir, {}, [], None, status="KILLED")
             raise Interrupted(cfg) from None
         except Exception as err:  # TrainingFailedError wraps the worker's exception
+            tracking.finish(cfg, run_dir, {}, [], None, status="FAILED")
             raise TrainingFailed(cfg, err) from err
         summary = _summarize(cfg, result, run_dir, time.perf_counter() - start, packing)
+        _finish_tracking(cfg, run_dir, summary)
         return summary
     finally:
         if progress is not None:

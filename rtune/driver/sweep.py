@@ -197,12 +197,14 @@ class MultirunSweep:
         self.sweep_name, self.keys = sweep_name, keys
         self.rows: List[Dict[str, Any]] = []
         self.sweep_dir: Optional[str] = None
+        self.last_cfg = None
 
     def run_job(self, cfg, task_overrides: List[str], train_fn) -> None:
         """One job: derive its name and directory, skip it if finished, else train (resuming if begun)."""
         from rtune.config import is_uri
 
         storage = cfg.storage_path
+        self.last_cfg = cfg
         cfg.sweep_name = cfg.sweep_name or self.sweep_name
         cfg.storage_path = self.sweep_dir = sweep_dir_for(storage, cfg.sweep_name)
         cfg.run_name = run_name_for(task_overrides, keys=self.keys or None)
@@ -236,6 +238,11 @@ class MultirunSweep:
         if self.sweep_dir is None:
             return 0
         failed = [r["run_name"] for r in self.rows if r["status"] == "failed"]
+        if self.last_cfg is not None:
+            from rtune.tracking import finish_sweep
+
+            finish_sweep(self.last_cfg, [os.path.join(self.sweep_dir, n) for n in (SUMMARY_MD, SUMMARY_PNG)],
+                         failed=bool(failed))
         print(f"[rtune] sweep {self.sweep_name}: {len(self.rows)} runs, {len(failed)} failed -> "
               f"{os.path.join(self.sweep_dir, SUMMARY_MD)}", flush=True)
         if failed:

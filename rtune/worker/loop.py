@@ -29,6 +29,7 @@ from rtune.data.rows import PackedRows, collate
 from rtune.metrics import METRICS_FILE, ProgressLog, flops_per_token, peak_flops, peak_rss_mb, reset_peak_rss
 from rtune.model import build_model, count_parameters, fit_embeddings, load_tokenizer_from
 from rtune.telemetry import RayMetrics
+from rtune.tracking import Tracker
 from rtune.worker.lm import IGNORE
 from rtune.worker.objectives import SFT, Objective, make_objective, target_tokens
 from rtune.worker.reference import PrecomputedReference, make_reference
@@ -257,13 +258,17 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
                            echo=config.get("echo_progress", True),
                            flops_per_token=flops_per_token(strategy.raw.config, total, cfg.data.seq_len),
                            peak_flops_total=peak_per_worker * world_size)
+    # Rank 0's trackers; a resumed run (same driver or a re-run) continues the same tracker runs.
+    tracker = Tracker(cfg, config["cfg"], run_dir, step, (state or {}).get("tracking"), enabled=is_main,
+                      warn=progress.warn)
     started = f"resuming from {resume_dir} at step {step}" if resume_dir else "starting fresh"
     starts = progress.event(f"{started}"
                    f" | {world_size} worker(s) on {device}, {cfg.strategy.name}"
                    f" | {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)"
                    f" | {prepared.train_blocks} train rows x {cfg.data.seq_len} tokens ({prepared.packing} packing),"
                    f" {len(sampler)} per worker per epoch | {rows_per_step} rows ({rows_per_step * cfg.data.seq_len:,}"
-                   f" token slots) per step | MFU peak: {peak_source}", step=step, resumed_from=resume_dir)
+                   f" token slots) per step | MFU peak: {peak_source}"
+                   + "".join(f" | {where}" for where in tracker.locations), step=step, resumed_from=resume_dir)
     ray_metrics = RayMetrics(cfg.run_name, enabled=is_main)  # the dashboard's / Prometheus' view of the run
     ray_metrics.update({"step": step, "restarts": max(starts - 1, 0)})
     eval_loss: Optional[float] = None
@@ -285,7 +290,9 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     if step == 0:  # the starting point of the eval-loss curve
         record0 = run_eval()
         eval_loss = record0["eval_loss"]
-        ray_metrics.update(progress.log(0, record0, 0))
+        logged = progress.log(0, record0, 0)
+        ray_metrics.update(logged)
+        tracker.log(0, logged)
 
     # ---- train ------------------------------------------------------------------------------------
     model.train()
@@ -330,12 +337,15 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
                 record.update(run_eval())
                 eval_loss = record["eval_loss"]
         if record:  # logged before the checkpoint exists, so a resumed run's record has no gaps
-            ray_metrics.update(progress.log(step, record, window_tokens))
+            logged = progress.log(step, record, window_tokens)
+            ray_metrics.update(logged)
+            tracker.log(step, logged)
         if do_checkpoint and train_peak_rss_mb is None:
             train_peak_rss_mb = peak_rss_mb()
         if do_eval:
             with progress.paused():
-                _report(cfg, step, record, do_checkpoint, strategy, tokenizer, batches, base_model, reference)
+                _report(cfg, step, record, do_checkpoint, strategy, tokenizer, batches, base_model, reference,
+                        tracker.run_ids())
         _maybe_inject_fault(cfg, step, rank, run_dir)
 
     # ---- summary: rank 0's return value becomes Result.return_value on the driver ------------------
@@ -343,6 +353,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
                              "run": max(run_peak_rss_mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)})
     if not is_main:
         return None
+    tracker.close()
     return {"final_step": step, "eval_loss": eval_loss, "steady_tokens_per_s": progress.steady_tokens_per_s(),
             "steady_target_tokens_per_s": progress.steady_target_tokens_per_s(),
             "steady_mfu": progress.steady_mfu(), "mfu_peak_source": peak_source,
@@ -352,7 +363,8 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
 
 
 def _report(cfg: RTuneConfig, step: int, record: Dict[str, Any], with_checkpoint: bool, strategy: Strategy,
-            tokenizer, batches: BatchStream, base_model, reference=None) -> None:
+            tokenizer, batches: BatchStream, base_model, reference=None,
+            tracker_ids: Optional[Dict[str, str]] = None) -> None:
     """Report metrics from every rank (a barrier); on checkpoint steps every rank writes its part.
 
     Each rank saves into its own temporary directory and reports it under the same directory name;
@@ -372,7 +384,8 @@ def _report(cfg: RTuneConfig, step: int, record: Dict[str, Any], with_checkpoint
     try:
         resume_state = strategy.save(tmp_dir)  # a collective for sharded strategies
         if strategy.rank == 0:
-            trainer_state = {"step": step, "rng": rng_states, "data": batches.state(), **resume_state}
+            trainer_state = {"step": step, "rng": rng_states, "data": batches.state(), "tracking": tracker_ids or {},
+                             **resume_state}
             ckpt.write_rank0_files(tmp_dir, tokenizer, trainer_state, to_dict(cfg))
             if isinstance(reference, PrecomputedReference):  # resume never recomputes them from trained weights
                 reference.save(tmp_dir)
