@@ -460,7 +460,8 @@ def validate(cfg: RTuneConfig) -> None:
         raise ConfigError(f"tracking.backends must be a list of distinct trackers from {', '.join(TRACKERS)} (or []), "
                           f"got {list(tr.backends)}: e.g. tracking.backends=[tensorboard,mlflow]")
     if tr.wandb_mode not in (None, "online", "offline"):
-        raise ConfigError(f"tracking.wandb_mode must be online or offline (or null: $WANDB_MODE), got {tr.wandb_mode!r}")
+        raise ConfigError(f"tracking.wandb_mode must be online or offline (or null: $WANDB_MODE), got "
+                          f"{tr.wandb_mode!r}")
     if cfg.debug.fail_at_step is not None and not 0 <= cfg.debug.fail_rank < cfg.num_workers:
         raise ConfigError(f"debug.fail_rank must be in [0, {cfg.num_workers - 1}]")
 

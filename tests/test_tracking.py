@@ -75,7 +75,8 @@ def wandb_history(run_dir) -> list[dict]:
                 record = pb.Record()
                 record.ParseFromString(pending)
                 if record.WhichOneof("record_type") == "history":
-                    rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+                    items = record.history.item
+                    rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in items})
     return rows
 
 
@@ -104,16 +105,17 @@ def mlflow_server(tmp_path_factory):
     log = open(root / "server.log", "w")
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                                "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--workers", "1",
-                               "--artifacts-destination", str(root / "artifacts")], stdout=log, stderr=subprocess.STDOUT)
+                               "--artifacts-destination", str(root / "artifacts")],
+                              stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
         try:
             urllib.request.urlopen(f"{url}/health", timeout=2)
             break
-        except OSError:
+        except OSError as err:
             if server.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+                raise AssertionError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}") from err
             time.sleep(0.5)
     yield url
     server.terminate()
