@@ -115,7 +115,8 @@ def mlflow_server(tmp_path_factory):
             break
         except OSError as err:
             if server.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}") from err
+                log_tail = (root / "server.log").read_text()[-2000:]
+                raise AssertionError(f"mlflow server did not start: {log_tail}") from err
             time.sleep(0.5)
     yield url
     server.terminate()
