@@ -303,7 +303,9 @@ class RTuneConfig:
     Args:
         num_workers: Ray Train workers (one process each; one GPU each with `use_gpu`).
         use_gpu: Train on GPUs (NCCL) instead of CPUs (gloo).
-        cpus_per_worker: CPU cores Ray reserves for each worker (also its torch thread count).
+        cpus_per_worker: CPU cores Ray reserves for each worker, also its torch thread count: an integer, or
+            `auto` (the node's cores divided among the workers on a local cluster, what the nodes offer
+            per worker on a joined one; at least 1, printed at start).
         run_name: Name of the run directory; re-running with the same name resumes. Null makes a
             fresh, unique name.
         storage_path: Where runs are written: a local directory or a URI Ray storage accepts.
@@ -331,7 +333,7 @@ class RTuneConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     num_workers: int = 2
     use_gpu: bool = False
-    cpus_per_worker: int = 1
+    cpus_per_worker: Any = "auto"  # an integer, or "auto"
     run_name: Optional[str] = None
     storage_path: str = "results"
     seed: int = 1234
@@ -368,13 +370,16 @@ def validate(cfg: RTuneConfig) -> None:
     """Check what types cannot: ranges, choices, divisibility. Raises ConfigError naming the fix."""
     t, d, o = cfg.trainer, cfg.data, cfg.optim
     positive = {
-        "num_workers": cfg.num_workers, "cpus_per_worker": cfg.cpus_per_worker,
+        "num_workers": cfg.num_workers,
         "trainer.max_steps": t.max_steps, "trainer.micro_batch_size": t.micro_batch_size,
         "trainer.grad_accum_steps": t.grad_accum_steps, "trainer.eval_every_steps": t.eval_every_steps,
         "trainer.checkpoint_every_steps": t.checkpoint_every_steps,
         "trainer.log_every_steps": t.log_every_steps, "trainer.keep_checkpoints": t.keep_checkpoints,
         "model.tokenizer_vocab_size": cfg.model.tokenizer_vocab_size,
     }
+    cpus = cfg.cpus_per_worker
+    if cpus != "auto" and (isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1):
+        raise ConfigError(f"cpus_per_worker must be a whole number of cores (at least 1) or auto, got {cpus!r}")
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key} must be at least 1, got {value}: set {key}=1 or more")

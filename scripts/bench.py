@@ -3,15 +3,20 @@
     python scripts/bench.py            # ~6 min on a 2-core CPU
     python scripts/bench.py --quick    # a smoke test (CI): tiny model, few steps, no timing claims
 
-Five systems train the same model (GPT-2 architecture, 4 x 256, built from config with the same seed)
+The systems train the same model (GPT-2 architecture, 4 x 256, built from config with the same seed)
 on the same packed blocks of the bundled Rust corpus, with the same micro batch, sequence length,
-AdamW and step count, one CPU thread per process:
+AdamW and step count. First one CPU thread per process (a like-for-like comparison of the loops):
 
   bare      a plain PyTorch loop, one process
   hf        transformers.Trainer, one process
-  rtune1    python -m rtune train num_workers=1
+  rtune1    python -m rtune train num_workers=1 cpus_per_worker=1
   torchrun  the bare loop under DDP, `torchrun --nproc_per_node 2` (gloo)
-  rtune2    python -m rtune train num_workers=2
+  rtune2    python -m rtune train num_workers=2 cpus_per_worker=1
+
+then each at its defaults (what a user gets without tuning anything):
+
+  bare_default    the plain loop at torch's default threads (all cores)
+  rtune1_default  python -m rtune train num_workers=1 (cpus_per_worker=auto: all cores)
 
 Measured for each: steady-state tokens/s (non-padding tokens; the first WARMUP steps left out), time
 to first step (from launching the process to the end of optimizer step 1), wall time, peak RSS per
@@ -75,7 +80,8 @@ def run_bare(args, distributed: bool) -> dict:
     from rtune.data.rows import PackedRows
     from rtune.worker.optim import build_optimizer
 
-    torch.set_num_threads(1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rank, world = 0, 1
     if distributed:
         dist.init_process_group("gloo")
@@ -150,14 +156,19 @@ def steady(times: list[float], tokens: list[int], warmup: int) -> float:
     return sum(tokens[warmup + 1:]) / (times[-1] - times[warmup])
 
 
-def launch_child(mode: str, args, nproc: int = 1) -> dict:
+def launch_child(mode: str, args, nproc: int = 1, threads: int = 1) -> dict:
+    """threads: torch threads per process (0: torch's default, all cores)."""
     result = tempfile.mktemp(suffix=".json")
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", mode, "--steps", str(args.steps), "--result", result]
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", mode, "--steps", str(args.steps), "--result", result,
+           "--threads", str(threads)]
     if args.quick:
         cmd.append("--quick")
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *cmd[1:]]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("OMP_NUM_THREADS", None)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     t0 = time.time()
     subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     wall = time.time() - t0
@@ -166,9 +177,11 @@ def launch_child(mode: str, args, nproc: int = 1) -> dict:
     return summarize(out["step_end_times"], out["tokens_per_step"], out["peak_rss_mb"], t0, wall, args.warmup)
 
 
-def launch_rtune(workers: int, args) -> dict:
+def launch_rtune(workers: int, args, cpus: str = "1") -> dict:
+    """cpus: cpus_per_worker ("auto" is rtune's default)."""
     storage = tempfile.mkdtemp(prefix="rtune-bench-")
     cmd = [sys.executable, "-m", "rtune", "train", *rtune_overrides(args.quick), f"num_workers={workers}",
+           f"cpus_per_worker={cpus}",
            f"storage_path={storage}", "run_name=bench", f"trainer.max_steps={args.steps}",
            f"trainer.micro_batch_size={MICRO_BATCH}", "trainer.log_every_steps=1", "trainer.eval_max_batches=1",
            f"trainer.eval_every_steps={args.steps}", f"trainer.checkpoint_every_steps={args.steps}",
@@ -233,7 +246,7 @@ def machine() -> dict:
 
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "threads_per_process": 1}
+            "torch": torch.__version__}
 
 
 def main() -> None:
@@ -242,6 +255,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--child", choices=["bare", "ddp", "hf"], help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=os.path.join(ROOT, "results", "benchmarks", "throughput.json"))
     args = parser.parse_args()
     args.steps = args.steps or (6 if args.quick else 40)
@@ -255,15 +269,23 @@ def main() -> None:
 
     prepare(args.quick)  # warm the data cache once, outside every timing
     results = {}
-    for name, run in (("bare", lambda: launch_child("bare", args)), ("hf", lambda: launch_child("hf", args)),
-                      ("rtune1", lambda: launch_rtune(1, args)), ("torchrun", lambda: launch_child("ddp", args, 2)),
-                      ("rtune2", lambda: launch_rtune(2, args))):
+    systems = {"bare": lambda: launch_child("bare", args), "hf": lambda: launch_child("hf", args),
+               "rtune1": lambda: launch_rtune(1, args), "torchrun": lambda: launch_child("ddp", args, 2),
+               "rtune2": lambda: launch_rtune(2, args),
+               "bare_default": lambda: launch_child("bare", args, threads=0),
+               "rtune1_default": lambda: launch_rtune(1, args, cpus="auto")}
+    if args.quick:  # the smoke test walks every code path once: both launchers, both thread settings
+        systems = {k: systems[k] for k in ("bare_default", "hf", "torchrun", "rtune1_default")}
+    for name, run in systems.items():
         results[name] = run()
         print(name, json.dumps(results[name]), flush=True)
-    ratio = lambda a, b, key: round(results[a][key] / results[b][key], 3)  # noqa: E731
+
+    def ratio(a: str, b: str, key: str):
+        return round(results[a][key] / results[b][key], 3) if a in results and b in results else None
+
     report = {
-        "what": "same model/data/batch/steps through 5 systems, one CPU thread per process" +
-                (" (QUICK smoke run: not a measurement)" if args.quick else ""),
+        "what": "same model/data/batch/steps through each system: one CPU thread per process, then each at its "
+                "defaults" + (" (QUICK smoke run: not a measurement)" if args.quick else ""),
         "model": "tiny" if args.quick else "GPT-2 architecture " + ", ".join(f"{k}={v}" for k, v in SHAPE.items()),
         "seq_len": SEQ_LEN, "micro_batch_size": MICRO_BATCH, "steps": args.steps, "warmup_steps_excluded": args.warmup,
         "machine": machine(), "date": time.strftime("%Y-%m-%d"),
@@ -271,7 +293,8 @@ def main() -> None:
         "ratios": {"rtune_vs_bare": ratio("rtune1", "bare", "steady_tokens_per_s"),
                    "rtune2_vs_torchrun": ratio("rtune2", "torchrun", "steady_tokens_per_s"),
                    "rtune_vs_hf_trainer": ratio("rtune1", "hf", "steady_tokens_per_s"),
-                   "ttfs_vs_torchrun": ratio("rtune2", "torchrun", "time_to_first_step_s")},
+                   "ttfs_vs_torchrun": ratio("rtune2", "torchrun", "time_to_first_step_s"),
+                   "defaults_rtune1_vs_bare": ratio("rtune1_default", "bare_default", "steady_tokens_per_s")},
         "packing": packing_efficiency(args.quick),
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

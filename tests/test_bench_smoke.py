@@ -1,4 +1,4 @@
-"""`scripts/bench.py --quick` runs all five systems end to end (a smoke test: no timing asserts)."""
+"""`scripts/bench.py --quick` runs every kind of system end to end (a smoke test: no timing asserts)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ def test_benchmark_quick_mode(tmp_path):
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert set(report["systems"]) == {"bare", "hf", "rtune1", "torchrun", "rtune2"}
+    assert set(report["systems"]) == {"bare_default", "hf", "torchrun", "rtune1_default"}
     assert all(s["steady_tokens_per_s"] > 0 and s["time_to_first_step_s"] > 0 for s in report["systems"].values())
-    assert set(report["ratios"]) >= {"rtune_vs_bare", "rtune_vs_hf_trainer", "ttfs_vs_torchrun"}
+    assert report["ratios"]["defaults_rtune1_vs_bare"] > 0
     assert report["packing"]["rtune_packed_non_pad_fraction"] > 0.99
     assert (tmp_path / "throughput.png").stat().st_size > 1000

@@ -151,6 +151,12 @@ def _init_ray(cfg: RTuneConfig, driver_progress: bool) -> bool:
     return True
 
 
+def ray_initialized() -> bool:
+    import ray
+
+    return ray.is_initialized()
+
+
 def check_cluster_storage(storage_path: str) -> None:
     """A local storage_path on a multi-node cluster only works if every node mounts it at the same path."""
     import ray
@@ -270,6 +276,7 @@ def train(cfg: RTuneConfig, keep_ray: bool = False, callbacks: Optional[list] = 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from rtune.driver.resources import resolve_cpus_per_worker
     from rtune.worker.loop import train_loop_per_worker
 
     start = time.perf_counter()
@@ -280,7 +287,10 @@ def train(cfg: RTuneConfig, keep_ray: bool = False, callbacks: Optional[list] = 
     # On a local cluster the driver reads rank 0's metrics from disk; elsewhere rank 0 prints them.
     local_cluster = not (cfg.ray_address or os.environ.get("RAY_ADDRESS"))
     driver_progress = run_dir is not None and local_cluster and os.environ.get("RTUNE_WORKER_LOGS") != "1"
+    if not (ray_initialized() or cfg.ray_address or os.environ.get("RAY_ADDRESS")):
+        resolve_cpus_per_worker(cfg)  # before a local Ray is sized for the workers
     started_ray = _init_ray(cfg, driver_progress)
+    resolve_cpus_per_worker(cfg)  # a joined cluster: what its nodes offer
     check_cluster_storage(cfg.storage_path)
     resume_step = ckpt_step(resume_from)
     progress = (DriverProgress(run_dir, cfg.trainer.max_steps, resume_step=resume_step)

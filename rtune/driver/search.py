@@ -134,6 +134,7 @@ def run_search(cfg: RTuneConfig) -> int:
     from ray.tune.search import BasicVariantGenerator
 
     from rtune.driver.launch import _init_ray, preflight
+    from rtune.driver.resources import resolve_cpus_per_worker
     from rtune.driver.sweep import sweep_dir_for, sweep_name_for
 
     space = check_search(cfg)
@@ -146,7 +147,10 @@ def run_search(cfg: RTuneConfig) -> int:
     cfg.run_name = None
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's table of trials, not its verbose per-report lines
     _refuse_second_local_cluster(cfg)
+    if not (cfg.ray_address or os.environ.get("RAY_ADDRESS")):
+        resolve_cpus_per_worker(cfg, concurrent_runs=cfg.search.max_concurrent)  # before Ray is sized
     started = _init_ray(cfg, driver_progress=False)
+    resolve_cpus_per_worker(cfg, concurrent_runs=cfg.search.max_concurrent)
     s, t = cfg.search, cfg.trainer
     grace = s.grace_period_steps or 2 * t.eval_every_steps
     scheduler = (ASHAScheduler(time_attr="step", max_t=t.max_steps, grace_period=min(grace, t.max_steps),

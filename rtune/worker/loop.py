@@ -184,6 +184,8 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
+    if device.type == "cpu":  # torch's threads = the cores Ray reserved for this worker
+        torch.set_num_threads(int(cfg.cpus_per_worker))
     run_dir = _local_run_dir(cfg)
     is_main = rank == 0
 
