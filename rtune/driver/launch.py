@@ -123,7 +123,9 @@ def init_local_ray(num_cpus: int, use_gpu: bool = False, log_to_driver: bool = T
     # Ray starts workers at nice 15, below its own ~15 helper processes; when training fills every core
     # (2 workers on 2 cores) that priority gap cost throughput here. Training is the point: nice 0.
     os.environ.setdefault("RAY_worker_niceness", "0")
-    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
+    # address="local": always a new cluster. Without it Ray joins whatever /tmp/ray/ray_current_cluster names,
+    # which a crashed `ray start` leaves behind (and then refuses num_cpus).
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
              runtime_env={"env_vars": worker_env(use_gpu)}, logging_level="warning", log_to_driver=log_to_driver)
 
 
@@ -183,6 +185,9 @@ def _summarize(cfg: RTuneConfig, result, run_dir: Optional[str], wall_s: float, 
         "final_step": returned.get("final_step", latest_metrics.get("step")),
         "eval_loss": returned.get("eval_loss", latest_metrics.get("eval_loss")),
         "initial_eval_loss": None,
+        # the last evaluation's other metrics (eval_ppl, DPO's eval_reward_accuracy, ...): what a sweep or a
+        # search ranks by when it meets this run again
+        **{k: v for k, v in latest_metrics.items() if k.startswith("eval_") and k != "eval_loss"},
         "steady_tokens_per_s": returned.get("steady_tokens_per_s"),
         "steady_target_tokens_per_s": returned.get("steady_target_tokens_per_s"),
         "steady_mfu": returned.get("steady_mfu"),
