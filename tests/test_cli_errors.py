@@ -1,14 +1,20 @@
 """Every user-caused error ends in one line on stderr naming the fix, exit code 2, no traceback.
 
-These run the real command line in a subprocess; each fails in the driver's preflight, before Ray.
+Each fails in the driver's preflight, before Ray. The config and data errors call the command line's
+entry point (`rtune.cli.main`, what `python -m rtune` runs) in this process: a subprocess would spend
+3-6 s of imports per case for nothing. What depends on the process itself (environment read at import,
+PATH, exit codes of Hydra's own flags, a full traceback) runs the real command in a subprocess.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -17,6 +23,19 @@ def run_cli(*args: str, env_extra: dict | None = None, timeout: int = 120):
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "rtune", *args], capture_output=True, text=True, env=env,
                           timeout=timeout)
+
+
+def run_in_process(*args: str):
+    """`python -m rtune <args>` as the entry point runs it, in this process: exit code, stdout, stderr."""
+    from rtune.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:
+            code = exit_.code
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def assert_one_line_error(proc, *needles: str) -> str:
@@ -48,7 +67,7 @@ def jsonl(tmp_path):
     (["data.path=/no/such/dir/data.jsonl"], ["does not exist", "data.path"]),
 ])
 def test_config_and_path_errors(args, needles, tmp_path):
-    assert_one_line_error(run_cli("train", f"storage_path={tmp_path}", *args), *needles)
+    assert_one_line_error(run_in_process("train", f"storage_path={tmp_path}", *args), *needles)
 
 
 def test_unreachable_hub_names_the_offline_options(tmp_path):
@@ -63,13 +82,13 @@ def test_unreachable_hub_dataset(tmp_path):
 
 def test_missing_text_field_lists_fields(tmp_path, jsonl):
     path = jsonl([{"body": "fn a() {}", "lang": "Rust"}] * 3)
-    assert_one_line_error(run_cli("train", f"data.path={path}", f"storage_path={tmp_path}"),
+    assert_one_line_error(run_in_process("train", f"data.path={path}", f"storage_path={tmp_path}"),
                           "data.text_field='content'", "fields found: body, lang")
 
 
 def test_dataset_without_text(tmp_path, jsonl):
     path = jsonl([{"content": ""}, {"content": "  \n"}])
-    assert_one_line_error(run_cli("train", f"data.path={path}", f"storage_path={tmp_path}"), "has no text")
+    assert_one_line_error(run_in_process("train", f"data.path={path}", f"storage_path={tmp_path}"), "has no text")
 
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
@@ -89,7 +108,7 @@ CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "c
     ([CHAT, CHAT], ["data.format=chat", "data.chat_template=nope"], ["data.chat_template='nope' is neither"]),
 ])
 def test_chat_data_errors(rows, args, needles, tmp_path, jsonl):
-    assert_one_line_error(run_cli("train", f"data.path={jsonl(rows)}", f"storage_path={tmp_path}", *args), *needles)
+    assert_one_line_error(run_in_process("train", f"data.path={jsonl(rows)}", f"storage_path={tmp_path}", *args), *needles)
 
 
 PAIR = {"prompt": "Add one?", "chosen": "x + 1", "rejected": "x - 1"}
@@ -109,13 +128,13 @@ PAIR = {"prompt": "Add one?", "chosen": "x + 1", "rejected": "x - 1"}
      ["no train pairs left", "2 had identical replies"]),
 ])
 def test_preference_errors(rows, args, needles, tmp_path, jsonl):
-    assert_one_line_error(run_cli("train", f"data.path={jsonl(rows)}", f"storage_path={tmp_path}", *args), *needles)
+    assert_one_line_error(run_in_process("train", f"data.path={jsonl(rows)}", f"storage_path={tmp_path}", *args), *needles)
 
 
 def test_storage_not_writable(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    assert_one_line_error(run_cli("train", f"storage_path={blocker}/runs"), "storage_path", "not writable")
+    assert_one_line_error(run_in_process("train", f"storage_path={blocker}/runs"), "storage_path", "not writable")
 
 
 def test_full_traceback_on_request(tmp_path):
@@ -144,7 +163,7 @@ def test_unknown_command():
     (["strategy.offload_optimizer=cpu"], ["needs strategy=deepspeed"]),
 ])
 def test_strategy_and_peft_errors(args, needles, tmp_path):
-    assert_one_line_error(run_cli("train", f"storage_path={tmp_path}", *args), *needles)
+    assert_one_line_error(run_in_process("train", f"storage_path={tmp_path}", *args), *needles)
 
 
 def test_deepspeed_without_a_compiler_says_what_to_install(tmp_path):
@@ -164,7 +183,7 @@ def test_export_and_generate_refuse_bad_paths(tmp_path):
 def test_non_utf8_line_is_named(tmp_path):
     path = tmp_path / "latin1.jsonl"
     path.write_bytes(b'{"content": "fn a() {}"}\n{"content": "caf\xe9"}\n')
-    assert_one_line_error(run_cli("train", f"data.path={path}", f"storage_path={tmp_path}"),
+    assert_one_line_error(run_in_process("train", f"data.path={path}", f"storage_path={tmp_path}"),
                           "line 2 is not valid UTF-8", "iconv")
 
 
