@@ -7,6 +7,7 @@ precomputed once before step 1 and carried in every checkpoint. Held-out reward 
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -43,6 +44,17 @@ def test_dpo_with_lora_learns_the_held_out_preferences(ray_cluster, tmp_path):
     train_records = [r for r in read_metrics(os.path.join(summary["run_dir"], "metrics.jsonl")) if "loss" in r]
     assert all("reward_accuracy" in r and "rewards_chosen" in r for r in train_records)
     assert os.path.getsize(os.path.join(summary["run_dir"], "loss_curve.png")) > 1000
+
+
+@pytest.mark.parametrize("strategy", [["strategy=fsdp"], ["strategy=deepspeed", "strategy.zero_stage=3"]],
+                         ids=["fsdp", "zero3"])
+def test_dpo_live_reference_is_sharded_like_the_policy_and_stays_put(ray_cluster, tmp_path, strategy):
+    """reference=live under FSDP2 and ZeRO-3 (a frozen copy sharded like the policy): at step 0 the policy
+    equals it (DPO loss ln 2, margin 0); training moves the policy away from it, not it with the policy."""
+    summary = _run(tmp_path, "live", "objective=dpo", "objective.reference=live", "optim.lr=3e-3", *strategy, steps=6)
+    evals = _evals(summary)
+    assert evals[0]["eval_loss"] == pytest.approx(math.log(2), abs=1e-6) and evals[0]["eval_reward_margin"] == 0
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"] - 0.02 and evals[-1]["eval_reward_margin"] > 0, evals
 
 
 def test_lora_reference_is_the_base_model_exactly():

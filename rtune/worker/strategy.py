@@ -236,7 +236,8 @@ class DeepSpeedStrategy(Strategy):
         config = {k: v for k, v in self.ds_config().items() if k != "gradient_clipping"}
         engine, *_ = deepspeed.initialize(model=TokenLogprobs(model, self.cfg.trainer.logits_chunk_tokens),
                                           config=config, dist_init_required=False)
-        return engine.eval()
+        engine.eval()  # DeepSpeedEngine.eval() returns None, unlike nn.Module.eval()
+        return engine
 
     def accumulating(self, is_last_micro_step: bool):
         return contextlib.nullcontext()  # DeepSpeed skips the all-reduce until the boundary itself
