@@ -126,7 +126,8 @@ def init_local_ray(num_cpus: int, use_gpu: bool = False, log_to_driver: bool = T
     # address="local": always a new cluster. Without it Ray joins whatever /tmp/ray/ray_current_cluster names,
     # which a crashed `ray start` leaves behind (and then refuses num_cpus).
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-             _node_ip_address="127.0.0.1", runtime_env={"env_vars": worker_env(use_gpu)}, logging_level="warning", log_to_driver=log_to_driver)
+             _node_ip_address="127.0.0.1", runtime_env={"env_vars": worker_env(use_gpu)}, logging_level="warning",
+             log_to_driver=log_to_driver)
 
 
 _STARTED_LOCAL_RAY = False  # this process started the local cluster it is connected to
