@@ -84,3 +84,29 @@ def test_configuration_reference_is_current():
     from rtune.docs import render
 
     assert (CONF.parent / "docs" / "configuration.md").read_text() == render()
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_cpus_per_worker_auto_divides_the_cores_among_the_workers(workers, monkeypatch):
+    import ray
+
+    from rtune.driver.resources import resolve_cpus_per_worker
+
+    if ray.is_initialized():  # an earlier test's cluster: auto then reads what its nodes offer
+        offered = int(sum(n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")))
+    else:
+        monkeypatch.setattr(os, "cpu_count", lambda: 8)
+        offered = 8
+    cfg = compose(f"num_workers={workers}")
+    assert cfg.cpus_per_worker == "auto"
+    resolve_cpus_per_worker(cfg)
+    assert cfg.cpus_per_worker == max(1, offered // workers)
+    fixed = compose(f"num_workers={workers}", "cpus_per_worker=3")
+    resolve_cpus_per_worker(fixed)
+    assert fixed.cpus_per_worker == 3
+
+
+@pytest.mark.parametrize("value", ["0", "many", "1.5"])
+def test_cpus_per_worker_must_be_whole_cores_or_auto(value):
+    with pytest.raises(ConfigError, match="cpus_per_worker must be a whole number of cores"):
+        validate(compose(f"cpus_per_worker={value}"))
