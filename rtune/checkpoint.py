@@ -191,6 +191,11 @@ def check_compatible(ckpt_dir: str, current: Dict[str, Any]) -> None:
             raise CheckpointError(
                 f"run {current.get('run_name')} was trained with {key}={before!r}, now {now!r}: resume with the same "
                 f"setting, or start a new run_name (model.name_or_path={ckpt_dir} fine-tunes from this checkpoint)")
+    if _get(current, "strategy.name") == "deepspeed" and saved.get("num_workers") != current.get("num_workers"):
+        raise CheckpointError(
+            f"run {current.get('run_name')} was trained by {saved.get('num_workers')} DeepSpeed workers, now "
+            f"{current.get('num_workers')}: ZeRO checkpoints are partitioned per worker, so resume with "
+            f"num_workers={saved.get('num_workers')} (ddp and fsdp runs may resume with any count)")
 
 
 def choose_resume_dir(ray_checkpoint_dir: Optional[str], run_dir: Optional[str]) -> Optional[str]:

@@ -9,12 +9,13 @@ config as a plain dict (`to_dict`) and rebuild the dataclasses with `from_dict`.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import OmegaConf
 
@@ -110,6 +111,10 @@ class TrainerConfig:
         max_steps: Optimizer steps to train for.
         micro_batch_size: Sequences per worker per forward/backward pass.
         grad_accum_steps: Micro-batches accumulated per optimizer step (one all-reduce per step).
+        global_batch_size: Sequences per optimizer step over all workers (null: num_workers x
+            micro_batch_size x grad_accum_steps). When set, accumulation is derived from it and the worker
+            count, so the batch (and the loss curve) stays the same when a run resumes or an elastic group
+            resizes with another number of workers; it must divide by num_workers x micro_batch_size.
         eval_every_steps: Evaluate the validation loss every this many steps (and at the end).
         eval_max_batches: Cap on validation micro-batches per worker per evaluation (null: all).
         checkpoint_every_steps: Save and report a checkpoint every this many steps (and at the end).
@@ -127,6 +132,7 @@ class TrainerConfig:
     max_steps: int = 200
     micro_batch_size: int = 8
     grad_accum_steps: int = 1
+    global_batch_size: Optional[int] = None
     eval_every_steps: int = 50
     eval_max_batches: Optional[int] = None
     checkpoint_every_steps: int = 100
@@ -211,10 +217,13 @@ class DebugConfig:
         fail_at_step: Kill the worker process of rank `fail_rank` right after this step's
             checkpoint/report, once per run (a marker file in the run directory says it happened).
         fail_rank: Which rank dies.
+        record_rows: Every rank appends the packed-row indices it trains at each step to
+            `<run>/rows_rank<N>.jsonl` (proves the global sample order in tests).
     """
 
     fail_at_step: Optional[int] = None
     fail_rank: int = 0
+    record_rows: bool = False
 
 
 @dataclass
@@ -301,7 +310,10 @@ class RTuneConfig:
     """Everything one `rtune train` run needs.
 
     Args:
-        num_workers: Ray Train workers (one process each; one GPU each with `use_gpu`).
+        num_workers: Ray Train workers (one process each; one GPU each with `use_gpu`), or `[min, max]` for an
+            elastic group: Ray starts as many as the cluster fits, continues with fewer (at least min) from the
+            newest checkpoint after a worker or node is lost, and grows again when resources return
+            (needs trainer.max_failures > 0; ddp or fsdp).
         use_gpu: Train on GPUs (NCCL) instead of CPUs (gloo).
         cpus_per_worker: CPU cores Ray reserves for each worker, also its torch thread count: an integer, or
             `auto` (the node's cores divided among the workers on a local cluster, what the nodes offer
@@ -331,7 +343,7 @@ class RTuneConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    num_workers: int = 2
+    num_workers: Any = 2  # an integer, or [min, max] (elastic)
     use_gpu: bool = False
     cpus_per_worker: Any = "auto"  # an integer, or "auto"
     run_name: Optional[str] = None
@@ -366,11 +378,54 @@ def is_uri(path: str) -> bool:
     return "://" in path
 
 
+def worker_range(cfg: RTuneConfig) -> Tuple[int, int]:
+    """(min, max) workers: equal for a fixed group, `num_workers=[min,max]` for an elastic one."""
+    n = cfg.num_workers
+    if isinstance(n, int) and not isinstance(n, bool):
+        return n, n
+    if (isinstance(n, (list, tuple)) and len(n) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in n)):
+        return int(n[0]), int(n[1])
+    raise ConfigError(f"num_workers must be a whole number or [min, max] (an elastic group), got {n!r}: e.g. "
+                      "num_workers=2 or num_workers=[1,4]")
+
+
+def max_workers(cfg: RTuneConfig) -> int:
+    return worker_range(cfg)[1]
+
+
+def _check_global_batch(cfg: RTuneConfig) -> None:
+    t = cfg.trainer
+    gbs, micro = t.global_batch_size, t.micro_batch_size
+    if gbs is None:
+        return
+    if gbs < 1:
+        raise ConfigError(f"trainer.global_batch_size must be at least 1 (or null), got {gbs}")
+    if t.grad_accum_steps != 1:
+        raise ConfigError(f"set trainer.global_batch_size or trainer.grad_accum_steps, not both: accumulation is "
+                          f"derived from the global batch (trainer.grad_accum_steps={t.grad_accum_steps})")
+    lo, hi = worker_range(cfg)
+    counts = range(lo, hi + 1)
+    if all(gbs % (w * micro) == 0 for w in counts):
+        return
+    unit = math.lcm(*(w * micro for w in counts))
+    near = max(unit, round(gbs / unit) * unit)
+    micros = [m for m in range(1, micro + 1) if all(gbs % (w * m) == 0 for w in counts)]
+    workers = f"num_workers={lo}" if lo == hi else f"every worker count in num_workers=[{lo},{hi}]"
+    raise ConfigError(f"trainer.global_batch_size={gbs} must be a multiple of num_workers x trainer.micro_batch_size "
+                      f"for {workers}: use trainer.global_batch_size={near} (a multiple of {unit})"
+                      + (f" or trainer.micro_batch_size={micros[-1]}" if micros else ""))
+
+
 def validate(cfg: RTuneConfig) -> None:
     """Check what types cannot: ranges, choices, divisibility. Raises ConfigError naming the fix."""
     t, d, o = cfg.trainer, cfg.data, cfg.optim
+    lo_workers, hi_workers = worker_range(cfg)
+    if lo_workers > hi_workers:
+        raise ConfigError(f"num_workers=[{lo_workers},{hi_workers}]: the minimum comes first, e.g. "
+                          f"num_workers=[{hi_workers},{lo_workers}]")
     positive = {
-        "num_workers": cfg.num_workers,
+        "num_workers": lo_workers,
         "trainer.max_steps": t.max_steps, "trainer.micro_batch_size": t.micro_batch_size,
         "trainer.grad_accum_steps": t.grad_accum_steps, "trainer.eval_every_steps": t.eval_every_steps,
         "trainer.checkpoint_every_steps": t.checkpoint_every_steps,
@@ -467,8 +522,15 @@ def validate(cfg: RTuneConfig) -> None:
     if tr.wandb_mode not in (None, "online", "offline"):
         raise ConfigError(f"tracking.wandb_mode must be online or offline (or null: $WANDB_MODE), got "
                           f"{tr.wandb_mode!r}")
-    if cfg.debug.fail_at_step is not None and not 0 <= cfg.debug.fail_rank < cfg.num_workers:
-        raise ConfigError(f"debug.fail_rank must be in [0, {cfg.num_workers - 1}]")
+    if cfg.debug.fail_at_step is not None and not 0 <= cfg.debug.fail_rank < hi_workers:
+        raise ConfigError(f"debug.fail_rank must be in [0, {hi_workers - 1}]")
+    if lo_workers != hi_workers and s.name == "deepspeed":
+        raise ConfigError("an elastic group (num_workers=[min,max]) needs strategy=ddp or strategy=fsdp: DeepSpeed "
+                          "ZeRO checkpoints are partitioned per worker and resume only with the same count")
+    if lo_workers != hi_workers and t.max_failures < 1:
+        raise ConfigError(f"num_workers=[{lo_workers},{hi_workers}] resizes the group after a failure: set "
+                          "trainer.max_failures=1 or more (e.g. trainer.max_failures=3)")
+    _check_global_batch(cfg)
 
 
 def default_run_name(cfg: RTuneConfig) -> str:

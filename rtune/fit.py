@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Tuple
 
-from rtune.config import ConfigError, RTuneConfig
+from rtune.config import ConfigError, RTuneConfig, max_workers, worker_range
 
 GB = 1024 ** 3
 # Bytes per activation element kept for backward (fp32: 4; bf16 autocast keeps the matmul outputs in bf16
@@ -155,7 +155,7 @@ def model_shape(cfg: RTuneConfig, model_config) -> Shape:
 
 def estimate(cfg: RTuneConfig, shape: Shape, device: str) -> Estimate:
     """Peak bytes per worker for this config on `device` ("cpu" or "cuda")."""
-    t, s, ws = cfg.trainer, cfg.strategy, cfg.num_workers
+    t, s, ws = cfg.trainer, cfg.strategy, worker_range(cfg)[0]  # an elastic group's smallest shards the least
     lora = cfg.peft.method == "lora"
     trainable = shape.lora_params if lora else shape.params
     sharded_weights = s.name == "fsdp" or (s.name == "deepspeed" and s.zero_stage == 3)
@@ -238,8 +238,9 @@ def capacity(cfg: RTuneConfig, local_cluster: bool) -> Tuple[Optional[float], st
     ram = _available_ram_bytes()
     if ram is None:
         return None, "available RAM unknown"
-    per_worker = ram / cfg.num_workers
-    return per_worker, f"{per_worker / GB:.1f} GB per worker ({ram / GB:.1f} GB RAM available / {cfg.num_workers})"
+    workers = max_workers(cfg)
+    per_worker = ram / workers
+    return per_worker, f"{per_worker / GB:.1f} GB per worker ({ram / GB:.1f} GB RAM available / {workers})"
 
 
 def _variants(cfg: RTuneConfig, device: str):

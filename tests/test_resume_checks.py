@@ -11,13 +11,12 @@ import os
 import pickle
 
 import pytest
-from torch.utils.data import DataLoader, DistributedSampler
 
 from conftest import compose
 from rtune import checkpoint as ckpt
 from rtune.config import ConfigError, finalize, to_dict
 from rtune.driver.launch import _resume_point
-from rtune.worker.loop import BatchStream
+from rtune.worker.order import GlobalOrder
 from rtune.model import train_bpe_tokenizer
 
 
@@ -35,7 +34,7 @@ def make_run(tmp_path, tiny_parts, steps, *overrides):
     run_dir = os.path.join(cfg.storage_path, cfg.run_name)
     model, tokenizer = tiny_parts
     for step in steps:
-        state = {"step": step, "optimizer": {}, "rng": [], "data": {"epoch": 0, "offset": step}}
+        state = {"step": step, "optimizer": {}, "data": {"epoch": 0, "position": 0, "blocks_seen": 0}}
         ckpt.save(os.path.join(run_dir, ckpt.dir_name(step)), model, tokenizer, state, to_dict(cfg), {})
     return cfg, run_dir
 
@@ -119,23 +118,32 @@ def test_planted_pickle_is_refused_before_any_worker(tmp_path, tiny_parts):
     assert not os.path.exists("/tmp/rtune-pwned-preflight")
 
 
-def test_batch_stream_resumes_at_the_exact_sample():
-    """Stopped after 11 batches and resumed: the same batches, in the same order, over epochs."""
-    data = list(range(40))
+def test_global_order_resumes_at_the_same_row_with_any_worker_count():
+    """Stopped after 7 steps of 2 workers, resumed with 1 then 4: the same rows in the same order as an
+    uninterrupted run, each row at most once per epoch, a new shuffle each epoch."""
+    n, seed, per_step, micro = 50, 3, 8, 2
 
-    def stream(**position):
-        sampler = DistributedSampler(data, num_replicas=2, rank=1, shuffle=True, seed=3, drop_last=True)
-        loader = DataLoader(data, batch_size=3, sampler=sampler, drop_last=True)
-        return BatchStream(loader, sampler, **position)
+    def trained(order, world_size, steps):
+        out = []
+        for _ in range(steps):
+            shares = [order.__class__(**{**order_kwargs, **order.state()}).rank_micro_batches(r, world_size)
+                      for r in range(world_size)]  # what each rank of this group takes at this step
+            mine = order.rank_micro_batches(0, world_size)
+            assert mine == shares[0]
+            out.append([rows for share in shares for _, rows in share])
+            assert [k for share in shares for k, _ in share] == list(range(per_step // micro))
+        return out
 
-    straight = stream()
-    reference = [straight.next().tolist() for _ in range(25)]
-    first = stream()
-    head = [first.next().tolist() for _ in range(11)]
-    resumed = stream(**first.state())
-    tail = [resumed.next().tolist() for _ in range(14)]
-    assert head + tail == reference
-    per_epoch = 20 // 3
-    epoch0 = sum(reference[:per_epoch], [])
-    assert len(set(epoch0)) == len(epoch0)  # every sample of the shard at most once per epoch
-    assert reference[:per_epoch] != reference[per_epoch:2 * per_epoch]  # reshuffled each epoch
+    order_kwargs = dict(n_rows=n, seed=seed, rows_per_step=per_step, micro_batch_size=micro)
+    straight = trained(GlobalOrder(**order_kwargs), 2, 20)
+    first = GlobalOrder(**order_kwargs)
+    head = trained(first, 2, 7)
+    second = GlobalOrder(**order_kwargs, **first.state())
+    middle = trained(second, 1, 5)
+    tail = trained(GlobalOrder(**order_kwargs, **second.state()), 4, 8)
+    assert head + middle + tail == straight
+    per_epoch = n // per_step
+    epoch0 = [row for step in straight[:per_epoch] for micro_batch in step for row in micro_batch]
+    assert len(epoch0) == len(set(epoch0)) == per_epoch * per_step  # no row twice; the rest (2) dropped
+    assert straight[:per_epoch] != straight[per_epoch:2 * per_epoch]  # reshuffled each epoch
+    assert second.blocks_seen == 12 * per_step and second.epoch == 1

@@ -12,7 +12,7 @@ import time
 from typing import Any, Dict, Optional
 
 from rtune import tracking
-from rtune.config import ConfigError, RTuneConfig, finalize, is_uri, to_dict, validate
+from rtune.config import ConfigError, RTuneConfig, finalize, is_uri, max_workers, to_dict, validate, worker_range
 from rtune.metrics import METRICS_FILE, DriverProgress, plot_losses
 
 SUMMARY_FILE = "summary.json"
@@ -97,7 +97,11 @@ def preflight(cfg: RTuneConfig):
         model_config.vocab_size = cfg.model.tokenizer_vocab_size
     check_fit(cfg, model_config, local_cluster=not (cfg.ray_address or os.environ.get("RAY_ADDRESS")))
     prepared, _ = prepare_data(cfg)
-    per_worker = prepared.train_blocks // cfg.num_workers
+    per_worker = prepared.train_blocks // max_workers(cfg)
+    t = cfg.trainer
+    if t.global_batch_size is not None and t.global_batch_size > prepared.train_blocks:
+        raise ConfigError(f"trainer.global_batch_size={t.global_batch_size} is more than the {prepared.train_blocks} "
+                          f"training rows of {cfg.data.seq_len} tokens: use a smaller global batch or more data")
     if per_worker < cfg.trainer.micro_batch_size:
         raise ConfigError(f"the training split has {prepared.train_blocks} rows of {cfg.data.seq_len} tokens, "
                           f"{per_worker} per worker, fewer than trainer.micro_batch_size="
@@ -106,6 +110,12 @@ def preflight(cfg: RTuneConfig):
     run_dir = _check_storage(cfg)
     resume_from = _resume_point(cfg, run_dir)
     return prepared, run_dir, resume_from
+
+
+def _scaling_workers(cfg: RTuneConfig):
+    """Ray's num_workers: an int, or (min, max) for an elastic group."""
+    lo, hi = worker_range(cfg)
+    return lo if lo == hi else (lo, hi)
 
 
 def worker_env(use_gpu: bool) -> Dict[str, str]:
@@ -148,7 +158,7 @@ def _init_ray(cfg: RTuneConfig, driver_progress: bool) -> bool:
         ray.init(address=address, runtime_env={"env_vars": worker_env(cfg.use_gpu)}, logging_level="warning")
     else:
         global _STARTED_LOCAL_RAY
-        init_local_ray(max(os.cpu_count() or 1, cfg.num_workers * cfg.cpus_per_worker), cfg.use_gpu,
+        init_local_ray(max(os.cpu_count() or 1, max_workers(cfg) * cfg.cpus_per_worker), cfg.use_gpu,
                        log_to_driver=not driver_progress)
         _STARTED_LOCAL_RAY = True
     return True
@@ -308,7 +318,7 @@ def train(cfg: RTuneConfig, keep_ray: bool = False, callbacks: Optional[list] = 
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"cfg": to_dict(cfg), "data": prepared.to_dict(), "echo_progress": progress is None},
-            scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+            scaling_config=ScalingConfig(num_workers=_scaling_workers(cfg), use_gpu=cfg.use_gpu,
                                          resources_per_worker=resources),
             run_config=RunConfig(
                 name=cfg.run_name,  # the same name + storage resumes (Ray Train V2)

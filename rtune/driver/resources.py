@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from rtune.config import RTuneConfig
+from rtune.config import RTuneConfig, max_workers
 
 
 def resolve_cpus_per_worker(cfg: RTuneConfig, concurrent_runs: int = 1) -> None:
@@ -19,7 +19,7 @@ def resolve_cpus_per_worker(cfg: RTuneConfig, concurrent_runs: int = 1) -> None:
         return
     import ray
 
-    slots = cfg.num_workers * concurrent_runs
+    slots = max_workers(cfg) * concurrent_runs  # an elastic group is sized for its largest size
     if ray.is_initialized():
         nodes = [n.get("Resources", {}).get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
         per_worker = min(max(nodes, default=1.0), sum(nodes) // slots)

@@ -9,9 +9,9 @@ the step number, so no rank ever waits on a barrier the others skip.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
-import random
 import resource
 import shutil
 import signal
@@ -20,7 +20,6 @@ from typing import Any, Dict, Optional
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler
 
 from rtune import checkpoint as ckpt
 from rtune.config import RTuneConfig, from_dict, is_uri
@@ -32,6 +31,7 @@ from rtune.telemetry import RayMetrics
 from rtune.tracking import Tracker
 from rtune.worker.lm import IGNORE
 from rtune.worker.objectives import SFT, Objective, make_objective, target_tokens
+from rtune.worker.order import GlobalOrder, seed_micro_batch
 from rtune.worker.reference import PrecomputedReference, make_reference
 from rtune.worker.strategy import Strategy, make_strategy
 
@@ -43,12 +43,6 @@ def _all_reduce_sum(values: list[float], device) -> list[float]:
     return tensor.tolist()
 
 
-def _rng_state() -> Dict[str, Any]:
-    """This rank's RNG state: dropout masks must continue exactly after a resume."""
-    return {"torch": torch.get_rng_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
-
-
 def _gather_objects(value: Any) -> list:
     """One picklable value from every rank, in rank order, on every rank (a collective)."""
     if dist.is_available() and dist.is_initialized():
@@ -58,41 +52,35 @@ def _gather_objects(value: Any) -> list:
     return [value]
 
 
-def _restore_rng(states: list, rank: int, world_size: int) -> None:
-    if len(states) != world_size:
-        print(f"[rtune] rank {rank}: checkpoint has RNG state for {len(states)} workers, not {world_size}; "
-              "dropout masks will differ from an uninterrupted run")
+def grad_accum_steps(cfg: RTuneConfig, world_size: int) -> int:
+    """Micro-batches per step: from trainer.global_batch_size when set (the preflight checked it divides)."""
+    t = cfg.trainer
+    if t.global_batch_size is None:
+        return t.grad_accum_steps
+    return t.global_batch_size // (world_size * t.micro_batch_size)
+
+
+def data_position(state: Dict[str, Any], micro_batch_size: int) -> Dict[str, int]:
+    """The global position saved in a checkpoint (older checkpoints saved a per-rank batch offset)."""
+    data = state["data"]
+    if "position" in data:
+        return data
+    workers = max(len(state.get("rng", [])), 1)
+    position = data["offset"] * micro_batch_size * workers
+    return {"epoch": data["epoch"], "position": position, "blocks_seen": position}
+
+
+def _record_rows(run_dir: Optional[str], rank: int, step: int, epoch: int, world_size: int, start_step: int,
+                 rows: list) -> None:
+    """debug.record_rows: append the rows this rank trained at this step (tests prove the global order).
+
+    start_step: where this worker group started, so a reader keeps only the newest group's record of a step
+    that a lost group had trained after its last checkpoint."""
+    if run_dir is None:
         return
-    torch.set_rng_state(states[rank]["torch"])
-    random.setstate(states[rank]["python"])
-    if states[rank]["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(states[rank]["cuda"])
-
-
-class BatchStream:
-    """Endless micro-batches over epochs, resumable at an exact (epoch, batch offset) position."""
-
-    def __init__(self, loader: DataLoader, sampler: DistributedSampler, epoch: int = 0, offset: int = 0):
-        self.loader, self.sampler = loader, sampler
-        self.epoch, self.offset = epoch, offset
-        self._iterator = None
-
-    def next(self) -> Dict[str, torch.Tensor]:
-        while True:
-            if self._iterator is None:
-                self.sampler.set_epoch(self.epoch)  # a new, seeded shuffle every epoch, same on all ranks
-                self._iterator = iter(self.loader)
-                for _ in range(self.offset):  # resume mid-epoch: skip what was already trained on
-                    next(self._iterator)
-            try:
-                batch = next(self._iterator)
-                self.offset += 1
-                return batch
-            except StopIteration:
-                self.epoch, self.offset, self._iterator = self.epoch + 1, 0, None
-
-    def state(self) -> Dict[str, int]:
-        return {"epoch": self.epoch, "offset": self.offset}
+    record = {"step": step, "epoch": epoch, "world_size": world_size, "start_step": start_step, "rows": rows}
+    with open(os.path.join(run_dir, f"rows_rank{rank}.jsonl"), "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def forward_loss(model, batch: Dict[str, torch.Tensor], objective: Objective, autocast, reference=None,
@@ -188,6 +176,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         torch.set_num_threads(int(cfg.cpus_per_worker))
     run_dir = _local_run_dir(cfg)
     is_main = rank == 0
+    t.grad_accum_steps = grad_accum_steps(cfg, world_size)  # this group's share of a fixed global batch
 
     # ---- setup: data (cache hit: the driver prepared it), model, optimizer, resume state ----------
     prepared = PreparedData(**config["data"])
@@ -224,22 +213,17 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     strategy.setup(model, adapter_dir=resume_dir if cfg.peft.method == "lora" else None,
                    new_token_ids=new_token_ids)
     trainable, total = count_parameters(strategy.raw)
-    sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed,
-                                 drop_last=True)
-    # A private generator keeps the DataLoader from drawing on the global RNG, so dropout masks do
-    # not depend on when an epoch's iterator was created (exact resume mid-epoch).
-    loader = DataLoader(train_set, batch_size=t.micro_batch_size, sampler=sampler, drop_last=True,
-                        collate_fn=collate, generator=torch.Generator().manual_seed(cfg.seed))
-    loader = ray.train.torch.prepare_data_loader(loader)  # keeps our sampler; moves batches to device
+    # One seeded permutation of the rows per epoch, cut into global batches: the same rows in the same order
+    # whatever the worker count (a resumed run may have another), resumed at the saved global position.
+    rows_per_step = world_size * t.micro_batch_size * t.grad_accum_steps
     step = 0
-    batches = BatchStream(loader, sampler)
+    position: Dict[str, int] = {}
     if state is not None:
         strategy.load(resume_dir, state)
         step = state["step"]
-        batches = BatchStream(loader, sampler, **state["data"])
-        _restore_rng(state["rng"], rank, world_size)
-    else:
-        torch.manual_seed(cfg.seed + rank)  # distinct dropout masks per rank
+        position = data_position(state, t.micro_batch_size)
+    order = GlobalOrder(len(train_set), cfg.seed, rows_per_step, t.micro_batch_size, **position)
+    start_step = step
 
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     reference = None
@@ -254,7 +238,6 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
 
         reference = make_reference(cfg, strategy, prepared, {"train": train_set, "val": val_set}, resume_dir,
                                    build_initial, rank, world_size, device, autocast)
-    rows_per_step = world_size * t.micro_batch_size * t.grad_accum_steps
     peak_per_worker, peak_source = peak_flops(device, t.precision, cfg.cpus_per_worker)
     progress = ProgressLog(os.path.join(run_dir, METRICS_FILE) if run_dir else None, step, t.max_steps, is_main,
                            echo=config.get("echo_progress", True),
@@ -268,7 +251,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
                    f" | {world_size} worker(s) on {device}, {cfg.strategy.name}"
                    f" | {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)"
                    f" | {prepared.train_blocks} train rows x {cfg.data.seq_len} tokens ({prepared.packing} packing),"
-                   f" {len(sampler)} per worker per epoch | {rows_per_step} rows ({rows_per_step * cfg.data.seq_len:,}"
+                   f" {len(train_set) // rows_per_step} steps per epoch | {rows_per_step} rows ({rows_per_step * cfg.data.seq_len:,}"
                    f" token slots) per step | MFU peak: {peak_source}"
                    + "".join(f" | {where}" for where in tracker.locations), step=step, resumed_from=resume_dir)
     ray_metrics = RayMetrics(cfg.run_name, enabled=is_main)  # the dashboard's / Prometheus' view of the run
@@ -300,12 +283,15 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     model.train()
     while step < t.max_steps:
         lr = strategy.lr()
-        micro_batches = [batches.next() for _ in range(t.grad_accum_steps)]
+        mine = order.rank_micro_batches(rank, world_size)
+        micro_batches = [{k: v.to(device, non_blocking=True) for k, v in collate([train_set[i] for i in rows]).items()}
+                         for _, rows in mine]
         # Normalise by the loss units (target tokens) of the whole step on every rank, so each unit weighs
         # the same however samples fall into micro-batches and workers (chat samples vary in length).
         step_units = _all_reduce_sum([sum(objective.count(b) for b in micro_batches)], device)[0]
         step_loss, step_tokens, step_targets, step_slots = 0.0, 0, 0, 0
         for micro_step, batch in enumerate(micro_batches):
+            seed_micro_batch(cfg.seed, step, mine[micro_step][0])  # dropout keyed by global position, not rank
             with strategy.accumulating(is_last_micro_step=micro_step == t.grad_accum_steps - 1):
                 loss_sum, metrics = forward_loss(model, batch, objective, autocast, reference)
                 strategy.backward(loss_sum * (world_size / max(step_units, 1.0)))  # DDP averages over ranks
@@ -317,6 +303,8 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             step_targets += target_tokens(batch)
         strategy.step()  # clip, optimizer, schedule
         step += 1
+        if cfg.debug.record_rows:
+            _record_rows(run_dir, rank, step, order.epoch, world_size, start_step, [rows for _, rows in mine])
         window = [window[0] + step_loss, window[1] + step_units / world_size, window[2] + step_tokens,
                   window[3] + step_targets, window[4] + step_slots]
         progress.step(step, step_tokens * world_size, step_targets * world_size)
@@ -332,6 +320,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             loss_sum, units, n_tokens, n_targets, n_slots = totals[:5]
             record = {"loss": loss_sum / max(units, 1.0), "lr": lr, "tokens": int(n_tokens),
                       "target_tokens": int(n_targets), "token_slots": int(n_slots),
+                      "blocks_seen": order.blocks_seen, "epoch": order.epoch,
                       **{k: v / max(units, 1.0) for k, v in zip(keys, totals[5:])}}
             window_tokens, window, window_metrics = int(n_tokens), [0.0] * 5, {}
         if do_eval:
@@ -346,7 +335,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             train_peak_rss_mb = peak_rss_mb()
         if do_eval:
             with progress.paused():
-                _report(cfg, step, record, do_checkpoint, strategy, tokenizer, batches, base_model, reference,
+                _report(cfg, step, record, do_checkpoint, strategy, tokenizer, order, base_model, reference,
                         tracker.run_ids())
         _maybe_inject_fault(cfg, step, rank, run_dir)
 
@@ -365,7 +354,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
 
 
 def _report(cfg: RTuneConfig, step: int, record: Dict[str, Any], with_checkpoint: bool, strategy: Strategy,
-            tokenizer, batches: BatchStream, base_model, reference=None,
+            tokenizer, order: GlobalOrder, base_model, reference=None,
             tracker_ids: Optional[Dict[str, str]] = None) -> None:
     """Report metrics from every rank (a barrier); on checkpoint steps every rank writes its part.
 
@@ -381,12 +370,11 @@ def _report(cfg: RTuneConfig, step: int, record: Dict[str, Any], with_checkpoint
     if not with_checkpoint:
         ray.train.report(metrics)
         return
-    rng_states = _gather_objects(_rng_state())  # a collective: every rank joins, rank 0 keeps the result
     tmp_dir = tempfile.mkdtemp(prefix="rtune-ckpt-")
     try:
         resume_state = strategy.save(tmp_dir)  # a collective for sharded strategies
         if strategy.rank == 0:
-            trainer_state = {"step": step, "rng": rng_states, "data": batches.state(), "tracking": tracker_ids or {},
+            trainer_state = {"step": step, "data": order.state(), "world_size": strategy.world_size, "tracking": tracker_ids or {},
                              **resume_state}
             ckpt.write_rank0_files(tmp_dir, tokenizer, trainer_state, to_dict(cfg))
             if isinstance(reference, PrecomputedReference):  # resume never recomputes them from trained weights
