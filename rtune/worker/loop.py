@@ -251,8 +251,8 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
                    f" | {world_size} worker(s) on {device}, {cfg.strategy.name}"
                    f" | {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)"
                    f" | {prepared.train_blocks} train rows x {cfg.data.seq_len} tokens ({prepared.packing} packing),"
-                   f" {len(train_set) // rows_per_step} steps per epoch | {rows_per_step} rows ({rows_per_step * cfg.data.seq_len:,}"
-                   f" token slots) per step | MFU peak: {peak_source}"
+                   f" {len(train_set) // rows_per_step} steps per epoch | {rows_per_step} rows"
+                   f" ({rows_per_step * cfg.data.seq_len:,} token slots) per step | MFU peak: {peak_source}"
                    + "".join(f" | {where}" for where in tracker.locations), step=step, resumed_from=resume_dir)
     ray_metrics = RayMetrics(cfg.run_name, enabled=is_main)  # the dashboard's / Prometheus' view of the run
     ray_metrics.update({"step": step, "restarts": max(starts - 1, 0)})
@@ -374,8 +374,8 @@ def _report(cfg: RTuneConfig, step: int, record: Dict[str, Any], with_checkpoint
     try:
         resume_state = strategy.save(tmp_dir)  # a collective for sharded strategies
         if strategy.rank == 0:
-            trainer_state = {"step": step, "data": order.state(), "world_size": strategy.world_size, "tracking": tracker_ids or {},
-                             **resume_state}
+            trainer_state = {"step": step, "data": order.state(), "world_size": strategy.world_size,
+                             "tracking": tracker_ids or {}, **resume_state}
             ckpt.write_rank0_files(tmp_dir, tokenizer, trainer_state, to_dict(cfg))
             if isinstance(reference, PrecomputedReference):  # resume never recomputes them from trained weights
                 reference.save(tmp_dir)
