@@ -46,11 +46,37 @@ def _trained_rows(run_dir):
     return out
 
 
-def test_resume_with_2_then_1_then_2_workers_trains_every_row_once_and_matches(ray_cluster, tmp_path):
+@pytest.fixture(scope="module")
+def straight(ray_cluster, tmp_path_factory):
+    """The uninterrupted 2-worker run the others must equal."""
+    return train(compose(*tiny_overrides(tmp_path_factory.mktemp("straight"), "straight", "num_workers=2", *COMMON)))
+
+
+def _check_every_row_once(rows, world_sizes):
+    assert sorted(rows) == list(range(1, 13))
+    assert [rows[s][2] for s in range(1, 13)] == world_sizes
+    assert [rows[s][0] for s in range(1, 13)] == [0] * 5 + [1] * 5 + [2] * 2
+    for epoch in (0, 1):
+        seen = [row for s in range(1, 13) if rows[s][0] == epoch for row in rows[s][1]]
+        assert len(seen) == len(set(seen)) == 5 * 48  # no row twice, none skipped but the 38 left over
+
+
+def _check_matches(summary, straight):
+    rows, straight_rows = _trained_rows(summary["run_dir"]), _trained_rows(straight["run_dir"])
+    assert all(rows[s][:2] == straight_rows[s][:2] for s in rows)  # the same rows at every step
+    records = [r for r in read_metrics(os.path.join(summary["run_dir"], "metrics.jsonl")) if "loss" in r]
+    assert [r["step"] for r in records] == list(range(1, 13))
+    assert [r["blocks_seen"] for r in records] == [48 * s for s in range(1, 13)]
+    reference, other = _weights(straight["latest_checkpoint"]), _weights(summary["latest_checkpoint"])
+    for name in reference:
+        torch.testing.assert_close(other[name], reference[name], rtol=0, atol=1e-5)
+    assert summary["eval_loss"] == pytest.approx(straight["eval_loss"], abs=1e-5)
+
+
+def test_resume_with_2_then_1_then_2_workers_trains_every_row_once_and_matches(straight, tmp_path):
     """A run stopped after step 4 (2 workers), resumed with 1 worker and stopped after step 8, finished with
     2 workers: every row of each epoch trained exactly once, and the weights equal an uninterrupted
     2-worker run's (the same global batches; dropout keyed by position, not rank)."""
-    straight = train(compose(*tiny_overrides(tmp_path, "straight", "num_workers=2", *COMMON)))
 
     phases = [("num_workers=2", "debug.fail_at_step=4", "debug.fail_rank=1"),
               ("num_workers=1", "debug.fail_at_step=8", "debug.fail_rank=0")]
@@ -59,24 +85,8 @@ def test_resume_with_2_then_1_then_2_workers_trains_every_row_once_and_matches(r
             train(compose(*tiny_overrides(tmp_path, "resized", *COMMON, *phase)))
     resized = train(compose(*tiny_overrides(tmp_path, "resized", "num_workers=2", *COMMON)))
 
-    rows = _trained_rows(resized["run_dir"])
-    assert sorted(rows) == list(range(1, 13))
-    assert [rows[s][2] for s in range(1, 13)] == [2] * 4 + [1] * 4 + [2] * 4
-    assert [rows[s][0] for s in range(1, 13)] == [0] * 5 + [1] * 5 + [2] * 2
-    for epoch in (0, 1):
-        seen = [row for s in range(1, 13) if rows[s][0] == epoch for row in rows[s][1]]
-        assert len(seen) == len(set(seen)) == 5 * 48  # no row twice, none skipped but the 38 left over
-    straight_rows = _trained_rows(straight["run_dir"])
-    assert all(rows[s][:2] == straight_rows[s][:2] for s in rows)  # the same rows at every step
-
-    records = [r for r in read_metrics(os.path.join(resized["run_dir"], "metrics.jsonl")) if "loss" in r]
-    assert [r["step"] for r in records] == list(range(1, 13))
-    assert [r["blocks_seen"] for r in records] == [48 * s for s in range(1, 13)]
-
-    reference, other = _weights(straight["latest_checkpoint"]), _weights(resized["latest_checkpoint"])
-    for name in reference:
-        torch.testing.assert_close(other[name], reference[name], rtol=0, atol=1e-5)
-    assert resized["eval_loss"] == pytest.approx(straight["eval_loss"], abs=1e-5)
+    _check_every_row_once(_trained_rows(resized["run_dir"]), [2] * 4 + [1] * 4 + [2] * 4)
+    _check_matches(resized, straight)
 
 
 @pytest.mark.parametrize("overrides, message", [
