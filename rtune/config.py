@@ -119,6 +119,10 @@ class TrainerConfig:
         eval_max_batches: Cap on validation micro-batches per worker per evaluation (null: all).
         checkpoint_every_steps: Save and report a checkpoint every this many steps (and at the end).
         keep_checkpoints: Checkpoints Ray keeps: the best by eval loss, plus always the latest.
+        checkpoint_upload: `async` (training goes on while a checkpoint is copied to storage; Ray's
+            CheckpointUploadMode.ASYNC) or `sync` (training waits for the copy). Either way a checkpoint
+            counts only once every file has arrived (its marker lists them), so a run never resumes from
+            a half-uploaded one.
         log_every_steps: Print progress and append to metrics.jsonl every this many steps.
         max_grad_norm: Clip the global gradient norm to this (0 disables clipping).
         precision: `fp32` or `bf16` (autocast; weights and optimizer state stay fp32).
@@ -136,6 +140,7 @@ class TrainerConfig:
     eval_every_steps: int = 50
     eval_max_batches: Optional[int] = None
     checkpoint_every_steps: int = 100
+    checkpoint_upload: str = "async"
     keep_checkpoints: int = 2
     log_every_steps: int = 10
     max_grad_norm: float = 1.0
@@ -219,11 +224,15 @@ class DebugConfig:
         fail_rank: Which rank dies.
         record_rows: Every rank appends the packed-row indices it trains at each step to
             `<run>/rows_rank<N>.jsonl` (proves the global sample order in tests).
+        upload_delay_s: Async uploads copy a checkpoint file by file, marker first, pausing this long after
+            each, and fail_at_step kills its rank once the marker has arrived: a worker lost mid-upload
+            (tests). 0: Ray's own upload, and fail_at_step waits for the upload to finish.
     """
 
     fail_at_step: Optional[int] = None
     fail_rank: int = 0
     record_rows: bool = False
+    upload_delay_s: float = 0.0
 
 
 @dataclass
@@ -454,6 +463,8 @@ def validate(cfg: RTuneConfig) -> None:
         raise ConfigError(f"data.val_fraction must be between 0 and 1, got {d.val_fraction}")
     if d.max_documents is not None and d.max_documents < 2:
         raise ConfigError("data.max_documents must be at least 2 (one to train on, one to validate)")
+    if t.checkpoint_upload not in ("sync", "async"):
+        raise ConfigError(f"trainer.checkpoint_upload must be sync or async, got {t.checkpoint_upload!r}")
     if t.precision not in _PRECISIONS:
         raise ConfigError(f"trainer.precision must be one of {', '.join(_PRECISIONS)}, got {t.precision!r}")
     if o.schedule not in _SCHEDULES:

@@ -72,7 +72,9 @@ export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
 export RAY_worker_niceness=${RAY_worker_niceness:-0}
 setsid ray start --block --disable-usage-stats "${args[@]}" >"$state_dir/ray.log" 2>&1 < /dev/null &
 echo $! > "$state_dir/pid"
-echo "$temp_dir" > "$state_dir/temp_dir"
+# Only a head runs under $temp_dir (a joining node takes the cluster's): stop_cluster.sh kills stragglers by
+# it, which for a worker node on the head's machine would take the head down too.
+if [ -z "$join" ]; then echo "$temp_dir" > "$state_dir/temp_dir"; else rm -f "$state_dir/temp_dir"; fi
 
 if [ -n "$join" ]; then
   for _ in $(seq 1 60); do

@@ -138,7 +138,7 @@ def test_dpo_full_fine_tune_with_precomputed_reference_and_exact_resume(ray_clus
 # From a random start ORPO's cross-entropy term dominates at lambda 0.1; lambda 1 lets its odds ratio show.
 @pytest.mark.parametrize("objective, extra", [("orpo", ["objective.orpo_lambda=1.0"]), ("simpo", [])])
 def test_reference_free_objectives_learn_the_held_out_preferences(ray_cluster, tmp_path, objective, extra):
-    summary = _run(tmp_path, objective, f"objective={objective}", "optim.lr=1e-2", *extra, steps=30)
+    summary = _run(tmp_path, objective, f"objective={objective}", "optim.lr=1e-2", *extra, steps=45)
     evals = _evals(summary)
     assert evals[-1]["eval_reward_accuracy"] >= evals[0]["eval_reward_accuracy"] + 0.1, evals
     assert evals[-1]["eval_reward_margin"] > evals[0]["eval_reward_margin"] + 0.5, evals

@@ -13,13 +13,12 @@ import json
 import math
 import os
 import resource
-import shutil
+import secrets
 import signal
-import tempfile
+import time
 from typing import Any, Dict, Optional
 
 import torch
-import torch.distributed as dist
 
 from rtune import checkpoint as ckpt
 from rtune.config import RTuneConfig, from_dict, is_uri
@@ -29,27 +28,13 @@ from rtune.metrics import METRICS_FILE, ProgressLog, flops_per_token, peak_flops
 from rtune.model import build_model, count_parameters, fit_embeddings, load_tokenizer_from
 from rtune.telemetry import RayMetrics
 from rtune.tracking import Tracker
+from rtune.worker.checkpointing import CheckpointReporter
+from rtune.worker.collectives import all_reduce_sum, gather_objects
 from rtune.worker.lm import IGNORE
 from rtune.worker.objectives import SFT, Objective, make_objective, target_tokens
 from rtune.worker.order import GlobalOrder, seed_micro_batch
-from rtune.worker.reference import PrecomputedReference, make_reference
-from rtune.worker.strategy import Strategy, make_strategy
-
-
-def _all_reduce_sum(values: list[float], device) -> list[float]:
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(tensor)
-    return tensor.tolist()
-
-
-def _gather_objects(value: Any) -> list:
-    """One picklable value from every rank, in rank order, on every rank (a collective)."""
-    if dist.is_available() and dist.is_initialized():
-        gathered = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, value)
-        return gathered
-    return [value]
+from rtune.worker.reference import make_reference
+from rtune.worker.strategy import make_strategy
 
 
 def grad_accum_steps(cfg: RTuneConfig, world_size: int) -> int:
@@ -70,15 +55,16 @@ def data_position(state: Dict[str, Any], micro_batch_size: int) -> Dict[str, int
     return {"epoch": data["epoch"], "position": position, "blocks_seen": position}
 
 
-def _record_rows(run_dir: Optional[str], rank: int, step: int, epoch: int, world_size: int, start_step: int,
+def _record_rows(run_dir: Optional[str], rank: int, step: int, epoch: int, world_size: int, group: str,
                  rows: list) -> None:
     """debug.record_rows: append the rows this rank trained at this step (tests prove the global order).
 
-    start_step: where this worker group started, so a reader keeps only the newest group's record of a step
-    that a lost group had trained after its last checkpoint."""
+    group: this worker group's id, so a reader keeps only the newest group's record of a step that a lost
+    group had trained after its last checkpoint."""
     if run_dir is None:
         return
-    record = {"step": step, "epoch": epoch, "world_size": world_size, "start_step": start_step, "rows": rows}
+    record = {"step": step, "epoch": epoch, "world_size": world_size, "group": group, "time": time.time(),
+              "rows": rows}
     with open(os.path.join(run_dir, f"rows_rank{rank}.jsonl"), "a") as f:
         f.write(json.dumps(record) + "\n")
 
@@ -120,7 +106,7 @@ def evaluate(model, dataset: PackedRows, micro_batch_size: int, max_batches: Opt
         for key, value in metrics.items():
             sums[key] = sums.get(key, 0.0) + float(value)
     keys = sorted(sums)
-    totals = dict(zip(keys, _all_reduce_sum([sums[k] for k in keys], device)))
+    totals = dict(zip(keys, all_reduce_sum([sums[k] for k in keys], device)))
     model.train(was_training)
     units = max(totals.pop("units"), 1.0)
     return {f"eval_{k}": v / units for k, v in totals.items()}
@@ -149,14 +135,25 @@ def _local_run_dir(cfg: RTuneConfig) -> Optional[str]:
     return None if is_uri(cfg.storage_path) else os.path.join(cfg.storage_path, cfg.run_name)
 
 
-def _maybe_inject_fault(cfg: RTuneConfig, step: int, rank: int, run_dir: Optional[str]) -> None:
-    """debug.fail_at_step: SIGKILL this worker once, as a crashed machine would (for tests/drills)."""
+def _maybe_inject_fault(cfg: RTuneConfig, step: int, rank: int, run_dir: Optional[str], checkpointed: bool) -> None:
+    """debug.fail_at_step: SIGKILL this worker once, as a crashed machine would (for tests/drills).
+
+    With async uploads it first waits for this step's checkpoint to be complete on storage, so a drill
+    resumes where it says; with debug.upload_delay_s only for its marker: a worker lost mid-upload."""
     if cfg.debug.fail_at_step != step or rank != cfg.debug.fail_rank or run_dir is None:
         return
     marker = os.path.join(run_dir, f".fault_injected_step{step}_rank{rank}")
     if os.path.exists(marker):
         return
     open(marker, "w").close()
+    if checkpointed and cfg.trainer.checkpoint_upload == "async":
+        step_dir = os.path.join(run_dir, ckpt.dir_name(step))
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if os.path.exists(os.path.join(step_dir, ckpt.MARKER)) if cfg.debug.upload_delay_s else \
+                    ckpt.find_latest(run_dir) == step_dir:
+                break
+            time.sleep(0.05)
     print(f"[rtune] debug.fail_at_step={step}: killing rank {rank} (pid {os.getpid()})", flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -223,7 +220,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         step = state["step"]
         position = data_position(state, t.micro_batch_size)
     order = GlobalOrder(len(train_set), cfg.seed, rows_per_step, t.micro_batch_size, **position)
-    start_step = step
+    group_id = gather_objects(secrets.token_hex(4))[0] if cfg.debug.record_rows else ""  # rank 0's, everywhere
 
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     reference = None
@@ -254,6 +251,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
                    f" {len(train_set) // rows_per_step} steps per epoch | {rows_per_step} rows"
                    f" ({rows_per_step * cfg.data.seq_len:,} token slots) per step | MFU peak: {peak_source}"
                    + "".join(f" | {where}" for where in tracker.locations), step=step, resumed_from=resume_dir)
+    checkpoints = CheckpointReporter(cfg, strategy, tokenizer, base_model, reference)  # sync or in the background
     ray_metrics = RayMetrics(cfg.run_name, enabled=is_main)  # the dashboard's / Prometheus' view of the run
     ray_metrics.update({"step": step, "restarts": max(starts - 1, 0)})
     eval_loss: Optional[float] = None
@@ -288,7 +286,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
                          for _, rows in mine]
         # Normalise by the loss units (target tokens) of the whole step on every rank, so each unit weighs
         # the same however samples fall into micro-batches and workers (chat samples vary in length).
-        step_units = _all_reduce_sum([sum(objective.count(b) for b in micro_batches)], device)[0]
+        step_units = all_reduce_sum([sum(objective.count(b) for b in micro_batches)], device)[0]
         step_loss, step_tokens, step_targets, step_slots = 0.0, 0, 0, 0
         for micro_step, batch in enumerate(micro_batches):
             seed_micro_batch(cfg.seed, step, mine[micro_step][0])  # dropout keyed by global position, not rank
@@ -304,7 +302,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         strategy.step()  # clip, optimizer, schedule
         step += 1
         if cfg.debug.record_rows:
-            _record_rows(run_dir, rank, step, order.epoch, world_size, start_step, [rows for _, rows in mine])
+            _record_rows(run_dir, rank, step, order.epoch, world_size, group_id, [rows for _, rows in mine])
         window = [window[0] + step_loss, window[1] + step_units / world_size, window[2] + step_tokens,
                   window[3] + step_targets, window[4] + step_slots]
         progress.step(step, step_tokens * world_size, step_targets * world_size)
@@ -316,7 +314,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         window_tokens = 0
         if step % t.log_every_steps == 0 or do_eval:
             keys = sorted(window_metrics)
-            totals = _all_reduce_sum(window + [window_metrics[k] for k in keys], device)  # sums over ranks
+            totals = all_reduce_sum(window + [window_metrics[k] for k in keys], device)  # sums over ranks
             loss_sum, units, n_tokens, n_targets, n_slots = totals[:5]
             record = {"loss": loss_sum / max(units, 1.0), "lr": lr, "tokens": int(n_tokens),
                       "target_tokens": int(n_targets), "token_slots": int(n_slots),
@@ -335,12 +333,11 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             train_peak_rss_mb = peak_rss_mb()
         if do_eval:
             with progress.paused():
-                _report(cfg, step, record, do_checkpoint, strategy, tokenizer, order, base_model, reference,
-                        tracker.run_ids())
-        _maybe_inject_fault(cfg, step, rank, run_dir)
+                checkpoints.report(step, record, do_checkpoint, order.state(), tracker.run_ids())
+        _maybe_inject_fault(cfg, step, rank, run_dir, do_checkpoint)
 
     # ---- summary: rank 0's return value becomes Result.return_value on the driver ------------------
-    peaks = _gather_objects({"train": train_peak_rss_mb or peak_rss_mb(),
+    peaks = gather_objects({"train": train_peak_rss_mb or peak_rss_mb(),
                              "run": max(run_peak_rss_mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)})
     if not is_main:
         return None
@@ -352,41 +349,3 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             "train_peak_rss_mb_per_worker": [p["train"] for p in peaks],
             "peak_rss_mb_per_worker": [p["run"] for p in peaks]}
 
-
-def _report(cfg: RTuneConfig, step: int, record: Dict[str, Any], with_checkpoint: bool, strategy: Strategy,
-            tokenizer, order: GlobalOrder, base_model, reference=None,
-            tracker_ids: Optional[Dict[str, str]] = None) -> None:
-    """Report metrics from every rank (a barrier); on checkpoint steps every rank writes its part.
-
-    Each rank saves into its own temporary directory and reports it under the same directory name;
-    Ray uploads them all into one checkpoint. Rank 0 writes the marker last, listing every rank's files.
-    """
-    import ray.train
-    from ray.train import Checkpoint
-
-    from rtune.config import to_dict
-
-    metrics = {"step": step, **{k: float(v) for k, v in record.items()}}
-    if not with_checkpoint:
-        ray.train.report(metrics)
-        return
-    tmp_dir = tempfile.mkdtemp(prefix="rtune-ckpt-")
-    try:
-        resume_state = strategy.save(tmp_dir)  # a collective for sharded strategies
-        if strategy.rank == 0:
-            trainer_state = {"step": step, "data": order.state(), "world_size": strategy.world_size,
-                             "tracking": tracker_ids or {}, **resume_state}
-            ckpt.write_rank0_files(tmp_dir, tokenizer, trainer_state, to_dict(cfg))
-            if isinstance(reference, PrecomputedReference):  # resume never recomputes them from trained weights
-                reference.save(tmp_dir)
-            if base_model is not None:  # LoRA on a model built from config: keep the base it adapts
-                module, pristine = base_model
-                module.save_pretrained(os.path.join(tmp_dir, "base_model"), state_dict=dict(pristine),
-                                       safe_serialization=True)  # a copy: save_pretrained empties the dict
-        files_by_rank = _gather_objects(ckpt.list_files(tmp_dir))
-        if strategy.rank == 0:
-            ckpt.write_marker(tmp_dir, step, metrics, {k: v for files in files_by_rank for k, v in files.items()})
-        checkpoint = Checkpoint.from_directory(tmp_dir) if os.listdir(tmp_dir) else None
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=ckpt.dir_name(step))
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -22,9 +22,10 @@ Which files each strategy writes into a checkpoint:
 from __future__ import annotations
 
 import contextlib
+import copy
 import glob
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 
@@ -38,6 +39,17 @@ _WRAPPER_PREFIX = "lm."  # TokenLogprobs holds the model as `lm`: strip it from 
 
 def _unwrapped_keys(state_dict: Dict[str, Any]) -> Dict[str, Any]:
     return {k[len(_WRAPPER_PREFIX):] if k.startswith(_WRAPPER_PREFIX) else k: v for k, v in state_dict.items()}
+
+
+def _cpu_copy(tree):
+    """A deep copy with every tensor copied to CPU memory (what a background checkpoint writes)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().to("cpu", copy=True)
+    if isinstance(tree, dict):
+        return {k: _cpu_copy(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_cpu_copy(v) for v in tree)
+    return copy.deepcopy(tree)
 
 
 class Strategy:
@@ -101,6 +113,26 @@ class Strategy:
             self.raw.save_pretrained(out_dir, safe_serialization=True)  # full model, or adapter under LoRA
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
 
+    def snapshot(self) -> Optional[Callable[[str], Dict[str, Any]]]:
+        """For a background checkpoint: copy what `save` would write now (a collective), and return the function
+        that writes the copy later, in another thread, while training changes the live weights. None: this
+        strategy writes synchronously (DeepSpeed's engine saves its own partitions)."""
+        if self.lora:  # an adapter is small: written here, copied to storage in the background
+            return None
+        if self.rank != 0:  # DDP: rank 0 writes the whole checkpoint
+            return self._writer(None, None, {})
+        return self._writer(_cpu_copy(self.raw.state_dict()), _cpu_copy(self.optimizer.state_dict()),
+                            self.scheduler.state_dict())
+
+    def _writer(self, weights, optimizer, scheduler) -> Callable[[str], Dict[str, Any]]:
+        scheduler = copy.deepcopy(scheduler)
+
+        def write(out_dir: str) -> Dict[str, Any]:
+            if weights is not None:  # peft's save_pretrained keeps only the adapter of a full state dict
+                self.raw.save_pretrained(out_dir, state_dict=_unwrapped_keys(weights), safe_serialization=True)
+            return {"optimizer": optimizer, "scheduler": scheduler}
+        return write
+
     def load(self, ckpt_dir: str, state: Dict[str, Any]) -> None:
         """Restore after setup(). Weights are in place already: full ones from the build, adapters from setup."""
         self.optimizer.load_state_dict(state["optimizer"])
@@ -163,6 +195,17 @@ class FSDPStrategy(Strategy):
         if self.rank == 0:  # peft's save_pretrained keeps only the adapter of a full state dict
             self.raw.save_pretrained(out_dir, state_dict=_unwrapped_keys(weights), safe_serialization=True)
         return {"optimizer": optimizer, "scheduler": self.scheduler.state_dict()}
+
+    def snapshot(self) -> Optional[Callable[[str], Dict[str, Any]]]:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+        if self.lora:
+            return None
+        weights = get_model_state_dict(self.model, options=self._full_state_options())  # collectives
+        optimizer = get_optimizer_state_dict(self.model, self.optimizer, options=self._full_state_options())
+        # Gathered copies on rank 0 (with one worker they may be the live CPU tensors themselves: copy).
+        return self._writer(_cpu_copy(weights) if self.rank == 0 else None,
+                            _cpu_copy(optimizer) if self.rank == 0 else None, self.scheduler.state_dict())
 
     def load(self, ckpt_dir: str, state: Dict[str, Any]) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
@@ -261,6 +304,9 @@ class DeepSpeedStrategy(Strategy):
         if self.rank == 0:
             self.raw.save_pretrained(out_dir, state_dict=_unwrapped_keys(weights), safe_serialization=True)
         return {}
+
+    def snapshot(self) -> Optional[Callable[[str], Dict[str, Any]]]:
+        return None  # the engine writes its partitions itself; async mode still uploads in the background
 
     def load(self, ckpt_dir: str, state: Dict[str, Any]) -> None:
         shard_dir = os.path.join(ckpt_dir, "deepspeed")

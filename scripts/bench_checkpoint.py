@@ -1,0 +1,77 @@
+"""Training stall per checkpoint: trainer.checkpoint_upload=sync vs async, in one run of this script.
+
+    python scripts/bench_checkpoint.py            # ~100M GPT-2-shaped model, 2 CPU workers (~4 min here)
+    python scripts/bench_checkpoint.py --quick    # a small model, for a smoke test
+
+Each mode trains the same run (checkpoint every 3 steps, every step logged). The stall of a checkpoint
+is the time from its step's record (written after the evaluation, before the checkpoint) to the next
+step's, minus the median time between two plain steps. Writes results/benchmarks/checkpoint_stall.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL = ["model.from_config.n_layer=12", "model.from_config.n_embd=768", "model.from_config.n_head=12"]
+QUICK_MODEL = ["model.from_config.n_layer=2", "model.from_config.n_embd=64", "model.from_config.n_head=2"]
+
+
+def run(mode: str, args) -> dict:
+    storage = tempfile.mkdtemp(prefix="rtune-bench-ckpt-")
+    every = 3
+    cmd = [sys.executable, "-m", "rtune", "train", *(QUICK_MODEL if args.quick else MODEL), "num_workers=2",
+           f"storage_path={storage}", "run_name=ckpt", f"trainer.max_steps={args.steps}",
+           f"trainer.checkpoint_every_steps={every}", f"trainer.eval_every_steps={every}",
+           "trainer.eval_max_batches=1", "trainer.log_every_steps=1", "trainer.micro_batch_size=1",
+           "data.seq_len=128", f"trainer.checkpoint_upload={mode}", "tracking.backends=[]"]
+    t0 = time.time()
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.time() - t0
+    times = {r["step"]: r["time"] for r in map(json.loads, open(os.path.join(storage, "ckpt", "metrics.jsonl")))
+             if "loss" in r}
+    steps = sorted(times)
+    checkpoint_steps = [s for s in steps if s % every == 0 and s + 1 in times]
+    plain = [times[s + 1] - times[s] for s in steps if s + 1 in times and s % every and s > 1]
+    step_s = statistics.median(plain)
+    stalls = [times[s + 1] - times[s] - step_s for s in checkpoint_steps]
+    newest = os.path.join(storage, "ckpt", f"checkpoint_{steps[-1]:08d}")
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(newest) for f in files)
+    with open(os.path.join(storage, "ckpt", "summary.json")) as f:
+        params = json.load(f)["total_params"]
+    return {"stall_s_per_checkpoint": [round(x, 3) for x in stalls],
+            "median_stall_s": round(statistics.median(stalls), 3), "median_step_s": round(step_s, 3),
+            "checkpoint_mb": round(size / 2**20, 1), "params": params, "wall_s": round(wall, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--steps", type=int, default=13)
+    parser.add_argument("--out", default=os.path.join(ROOT, "results", "benchmarks", "checkpoint_stall.json"))
+    args = parser.parse_args()
+    results = {mode: run(mode, args) for mode in ("sync", "async")}
+    report = {
+        "what": "training stall per checkpoint (2 DDP workers on CPU, local storage): time from a checkpoint "
+                "step's record to the next step's, minus the median plain step; sync vs async upload",
+        "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
+        "date": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick, **results,
+        "stall_ratio_sync_over_async": round(results["sync"]["median_stall_s"]
+                                             / max(results["async"]["median_stall_s"], 1e-3), 2)}
+    print(json.dumps(report, indent=2))
+    if not args.quick:
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
