@@ -95,3 +95,20 @@ def test_pickled_code_in_trainer_state_is_refused_not_run(tmp_path, tiny):
     with pytest.raises(ckpt.CheckpointError, match="refusing"):
         ckpt.load_trainer_state(out)
     assert not os.path.exists("/tmp/rtune-pwned")
+
+
+def test_background_checkpoint_copy_is_independent_and_keeps_tied_weights_one():
+    """What an async checkpoint writes is a copy taken at the step: training on does not change it, and
+    GPT-2's tied embedding / output head stay one tensor (written once, as save_pretrained would)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from rtune.worker.strategy import _cpu_copy
+
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model("gpt2", n_layer=1, n_embd=16, n_head=2,
+                                                                  vocab_size=50))
+    copied = _cpu_copy(model.state_dict())
+    assert copied["lm_head.weight"] is copied["transformer.wte.weight"]
+    before = copied["transformer.h.0.attn.c_attn.weight"].clone()
+    with torch.no_grad():
+        model.transformer.h[0].attn.c_attn.weight.add_(1.0)
+    assert torch.equal(copied["transformer.h.0.attn.c_attn.weight"], before)

@@ -65,6 +65,9 @@ def jsonl(tmp_path):
     (["data=nope"], ["unknown data 'nope'", "rust_sample", "the_stack_smol"]),
     (["data.seq_len=4096"], ["data.seq_len=4096", "context of 512"]),
     (["data.path=/no/such/dir/data.jsonl"], ["does not exist", "data.path"]),
+    (["num_workers=[1,2]"], ["num_workers=[1,2] resizes the group", "trainer.max_failures=1"]),
+    (["data.max_documents=8", "data.seq_len=64", "trainer.micro_batch_size=4", "trainer.global_batch_size=4096"],
+     ["trainer.global_batch_size=4096 is more than the", "training rows of 64 tokens"]),
 ])
 def test_config_and_path_errors(args, needles, tmp_path):
     assert_one_line_error(run_in_process("train", f"storage_path={tmp_path}", *args), *needles)

@@ -91,6 +91,14 @@ def test_more_steps_and_other_worker_counts_may_resume(tmp_path, tiny_parts):
     assert _resume_point(longer, run_dir) is not None
 
 
+def test_deepspeed_resume_needs_the_same_worker_count(tmp_path, tiny_parts):
+    make_run(tmp_path, tiny_parts, [4], "strategy=deepspeed", "num_workers=2")
+    fewer = finalize(compose(f"storage_path={tmp_path}", "run_name=r", "trainer.max_steps=20", "strategy=deepspeed",
+                             "num_workers=1"))
+    with pytest.raises(ckpt.CheckpointError, match="trained by 2 DeepSpeed workers, now 1.*num_workers=2"):
+        _resume_point(fewer, os.path.join(str(tmp_path), "r"))
+
+
 def test_finished_run_says_how_to_continue(tmp_path, tiny_parts):
     cfg, run_dir = make_run(tmp_path, tiny_parts, [20])
     with pytest.raises(ConfigError, match="already reached step 20.*trainer.max_steps above 20"):

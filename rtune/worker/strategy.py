@@ -41,14 +41,21 @@ def _unwrapped_keys(state_dict: Dict[str, Any]) -> Dict[str, Any]:
     return {k[len(_WRAPPER_PREFIX):] if k.startswith(_WRAPPER_PREFIX) else k: v for k, v in state_dict.items()}
 
 
-def _cpu_copy(tree):
-    """A deep copy with every tensor copied to CPU memory (what a background checkpoint writes)."""
+def _cpu_copy(tree, memo: Optional[Dict[tuple, torch.Tensor]] = None):
+    """A deep copy with every tensor copied to CPU memory (what a background checkpoint writes).
+
+    Tensors that are one (tied embeddings and output head) stay one, so save_pretrained still writes it once.
+    """
+    memo = {} if memo is None else memo
     if isinstance(tree, torch.Tensor):
-        return tree.detach().to("cpu", copy=True)
+        key = (tree.device, tree.data_ptr(), tree.dtype, tuple(tree.shape), tuple(tree.stride()))
+        if key not in memo:
+            memo[key] = tree.detach().to("cpu", copy=True)
+        return memo[key]
     if isinstance(tree, dict):
-        return {k: _cpu_copy(v) for k, v in tree.items()}
+        return {k: _cpu_copy(v, memo) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
-        return type(tree)(_cpu_copy(v) for v in tree)
+        return type(tree)(_cpu_copy(v, memo) for v in tree)
     return copy.deepcopy(tree)
 
 
