@@ -76,6 +76,7 @@ def _check_matches(summary, straight):
     assert summary["eval_loss"] == pytest.approx(straight["eval_loss"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_with_2_then_1_then_2_workers_trains_every_row_once_and_matches(straight, tmp_path):
     """A run stopped after step 4 (2 workers), resumed with 1 worker and stopped after step 8, finished with
     2 workers: every row of each epoch trained exactly once, and the weights equal an uninterrupted
