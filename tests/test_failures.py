@@ -66,7 +66,7 @@ def test_worker_killed_by_pid_is_recovered(ray_cluster, tmp_path):
 
 
 def test_worker_lost_mid_upload_never_resumes_from_the_half_uploaded_checkpoint(ray_cluster, tmp_path):
-    """Async uploads, file by file, marker first, 1 s apart; rank 1 dies once step 8's marker has reached
+    """Async uploads, file by file, marker first, 0.3 s apart; rank 1 dies once step 8's marker has reached
     storage (the rest of step 8's files have not): the restarted group resumes from step 4, not from the
     half-uploaded step 8, and the finished run's step-8 checkpoint is whole."""
     from rtune import checkpoint as ckpt
@@ -74,7 +74,7 @@ def test_worker_lost_mid_upload_never_resumes_from_the_half_uploaded_checkpoint(
     summary = train(compose(*tiny_overrides(
         tmp_path, "midupload", "num_workers=2", "trainer.max_steps=10", "trainer.checkpoint_every_steps=4",
         "trainer.eval_every_steps=4", "trainer.eval_max_batches=1", "trainer.max_failures=1",
-        "trainer.checkpoint_upload=async", "debug.fail_at_step=8", "debug.fail_rank=1", "debug.upload_delay_s=1")))
+        "trainer.checkpoint_upload=async", "debug.fail_at_step=8", "debug.fail_rank=1", "debug.upload_delay_s=0.3")))
     run_dir = summary["run_dir"]
     events = [json.loads(line) for line in open(os.path.join(run_dir, "events.jsonl"))]
     assert [e["step"] for e in events] == [0, 4]  # not 8: its marker was there, its files were not
