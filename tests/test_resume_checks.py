@@ -155,3 +155,14 @@ def test_global_order_resumes_at_the_same_row_with_any_worker_count():
     assert len(epoch0) == len(set(epoch0)) == per_epoch * per_step  # no row twice; the rest (2) dropped
     assert straight[:per_epoch] != straight[per_epoch:2 * per_epoch]  # reshuffled each epoch
     assert second.blocks_seen == 12 * per_step and second.epoch == 1
+
+
+def test_checkpoints_from_before_the_global_order_resume_at_the_same_row_count():
+    """Older checkpoints saved a per-rank batch offset and one RNG state per rank: the rows the group had
+    consumed (offset x micro batch x workers) become the global position."""
+    from rtune.worker.loop import data_position
+
+    old = {"step": 5, "rng": [{}, {}], "data": {"epoch": 1, "offset": 5}}
+    assert data_position(old, micro_batch_size=4) == {"epoch": 1, "position": 40, "blocks_seen": 40}
+    new = {"step": 5, "data": {"epoch": 0, "position": 48, "blocks_seen": 240}}
+    assert data_position(new, micro_batch_size=4) == new["data"]

@@ -133,9 +133,6 @@ class CheckpointReporter:
             module.save_pretrained(os.path.join(out_dir, "base_model"), state_dict=dict(pristine),
                                    safe_serialization=True)  # a copy: save_pretrained empties the dict
 
-    def wait_until_stored(self) -> None:
-        self._stored.wait()
-
 
 def copy_to_storage(local_dir: str, dir_name: str, delay_s: float = 0.0):
     """Copy a checkpoint directory into the run's storage, its marker last: a reader that sees the marker
