@@ -227,12 +227,15 @@ class DebugConfig:
         upload_delay_s: Async uploads copy a checkpoint file by file, marker first, pausing this long after
             each, and fail_at_step kills its rank once the marker has arrived: a worker lost mid-upload
             (tests). 0: Ray's own upload, and fail_at_step waits for the upload to finish.
+        step_delay_s: Every rank pauses this long after each optimizer step: a tiny model trained at a real
+            model's pace, so a scheduler's decision (ASHA) lands while the run still trains (tests).
     """
 
     fail_at_step: Optional[int] = None
     fail_rank: int = 0
     record_rows: bool = False
     upload_delay_s: float = 0.0
+    step_delay_s: float = 0.0
 
 
 @dataclass
@@ -535,6 +538,9 @@ def validate(cfg: RTuneConfig) -> None:
                           f"{tr.wandb_mode!r}")
     if cfg.debug.fail_at_step is not None and not 0 <= cfg.debug.fail_rank < hi_workers:
         raise ConfigError(f"debug.fail_rank must be in [0, {hi_workers - 1}]")
+    for key in ("upload_delay_s", "step_delay_s"):
+        if getattr(cfg.debug, key) < 0:
+            raise ConfigError(f"debug.{key} must be >= 0 seconds, got {getattr(cfg.debug, key)}")
     if lo_workers != hi_workers and s.name == "deepspeed":
         raise ConfigError("an elastic group (num_workers=[min,max]) needs strategy=ddp or strategy=fsdp: DeepSpeed "
                           "ZeRO checkpoints are partitioned per worker and resume only with the same count")

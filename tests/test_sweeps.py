@@ -93,21 +93,23 @@ def test_multirun_sweep_summary_failures_and_rerun(tmp_path, ray_address):
 
 def test_tune_with_asha_stops_trials_early_and_summarizes_all(tmp_path, ray_address):
     # Best learning rate first: the later, worse trials meet a rung whose records they cannot beat.
+    # A tiny step takes ~0.1 s: paced to 0.4 s, a stop decision (reported through Train's controller
+    # to Tune, seconds later) reaches a trial while it still trains, as it would a real model's.
     space = 'search.space={optim.lr: "grid(3e-3,1e-3,1e-4,1e-5)"}'
     out = _rtune(ray_address, "tune", f"storage_path={tmp_path}", space, "search.num_samples=1",
                  "search.max_concurrent=2", "search.scheduler=asha", "search.grace_period_steps=3",
-                 "trainer.max_steps=12", *TINY)
+                 "trainer.max_steps=24", "debug.step_delay_s=0.4", *TINY)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     (sweep_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("sweep-")]
     rows = _rows(sweep_dir)
     assert sorted(rows) == ["trial000-optim.lr=0.003", "trial001-optim.lr=0.001", "trial002-optim.lr=0.0001",
                             "trial003-optim.lr=1e-05"]
     assert rows["trial000-optim.lr=0.003"]["status"] == "finished"
-    assert rows["trial000-optim.lr=0.003"]["final_step"] == "12"
+    assert rows["trial000-optim.lr=0.003"]["final_step"] == "24"
     stopped = [r for r in rows.values() if r["status"] == "stopped early"]
     assert stopped, rows
     for r in stopped:
-        assert int(r["final_step"]) < 12 and "stopped by asha" in r["error"]
+        assert int(r["final_step"]) < 24 and "stopped by asha" in r["error"]
     for name in rows:  # every trial is an ordinary run with the usual files
         assert (sweep_dir / name / "metrics.jsonl").exists() and (sweep_dir / name / "summary.json").exists()
     assert (sweep_dir / "sweep_eval_loss.png").exists()

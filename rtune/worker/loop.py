@@ -301,6 +301,8 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             step_targets += target_tokens(batch)
         strategy.step()  # clip, optimizer, schedule
         step += 1
+        if cfg.debug.step_delay_s:
+            time.sleep(cfg.debug.step_delay_s)
         if cfg.debug.record_rows:
             _record_rows(run_dir, rank, step, order.epoch, world_size, group_id, [rows for _, rows in mine])
         window = [window[0] + step_loss, window[1] + step_units / world_size, window[2] + step_tokens,
