@@ -4,7 +4,9 @@ A checkpoint directory is a Hugging Face model directory plus resume state, and 
 
     model.safetensors, config.json, generation_config.json   AutoModelForCausalLM.from_pretrained(dir)
     tokenizer.json, tokenizer_config.json, ...              AutoTokenizer.from_pretrained(dir)
-    trainer_state.pt     optimizer, scheduler, per-rank RNG, data position, step (weights_only=True)
+    trainer_state.pt     optimizer, scheduler, data position, step (weights_only=True)
+    fsdp_shards/         FSDP with sharded state: every rank's slices of weights and optimizer state; the
+                         HF model files are then only in the last checkpoint (config.json in every one)
     rtune_config.json    the resolved config of the run
     rtune_checkpoint.json   written LAST: step, metrics and the size of every other file
 
@@ -48,6 +50,12 @@ def list_files(root: str) -> Dict[str, int]:
             if rel != MARKER and not name.startswith("."):
                 files[rel] = os.path.getsize(os.path.join(directory, name))
     return dict(sorted(files.items()))
+
+
+def has_model_weights(model_dir: str) -> bool:
+    """Whether a directory holds Hugging Face model weights (a sharded FSDP checkpoint may hold only its shards)."""
+    names = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+    return any(os.path.exists(os.path.join(model_dir, name)) for name in names)
 
 
 def write_rank0_files(out_dir: str, tokenizer, trainer_state: Dict[str, Any], config: Dict[str, Any]) -> None:

@@ -123,6 +123,9 @@ class TrainerConfig:
             CheckpointUploadMode.ASYNC) or `sync` (training waits for the copy). Either way a checkpoint
             counts only once every file has arrived (its marker lists them), so a run never resumes from
             a half-uploaded one.
+        save_hf_every_checkpoint: FSDP with sharded state: also write the consolidated Hugging Face model
+            (gathered on rank 0) into every checkpoint, not only the last (`rtune export` consolidates any
+            checkpoint). Other strategies always write it.
         log_every_steps: Print progress and append to metrics.jsonl every this many steps.
         max_grad_norm: Clip the global gradient norm to this (0 disables clipping).
         precision: `fp32` or `bf16` (autocast; weights and optimizer state stay fp32).
@@ -141,6 +144,7 @@ class TrainerConfig:
     eval_max_batches: Optional[int] = None
     checkpoint_every_steps: int = 100
     checkpoint_upload: str = "async"
+    save_hf_every_checkpoint: bool = False
     keep_checkpoints: int = 2
     log_every_steps: int = 10
     max_grad_norm: float = 1.0
@@ -207,11 +211,16 @@ class StrategyConfig:
             optimizer state sharded) or `deepspeed` (ZeRO).
         zero_stage: DeepSpeed ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also parameters.
         offload_optimizer: DeepSpeed only: `none`, or `cpu` to keep optimizer state in host memory.
+        fsdp_state: FSDP only: `sharded` (every rank writes and reads only its own shards of the weights and
+            optimizer state, torch.distributed.checkpoint's safetensors layout; a run may resume with another
+            worker count) or `full` (gathered on rank 0 at every checkpoint). LoRA adapters are small and
+            always gathered.
     """
 
     name: str = "ddp"
     zero_stage: int = 2
     offload_optimizer: str = "none"
+    fsdp_state: str = "sharded"
 
 
 @dataclass
@@ -466,6 +475,8 @@ def validate(cfg: RTuneConfig) -> None:
         raise ConfigError(f"data.val_fraction must be between 0 and 1, got {d.val_fraction}")
     if d.max_documents is not None and d.max_documents < 2:
         raise ConfigError("data.max_documents must be at least 2 (one to train on, one to validate)")
+    if cfg.strategy.fsdp_state not in ("sharded", "full"):
+        raise ConfigError(f"strategy.fsdp_state must be sharded or full, got {cfg.strategy.fsdp_state!r}")
     if t.checkpoint_upload not in ("sync", "async"):
         raise ConfigError(f"trainer.checkpoint_upload must be sync or async, got {t.checkpoint_upload!r}")
     if t.precision not in _PRECISIONS:

@@ -1,8 +1,9 @@
 """`rtune export` and `rtune generate`: any checkpoint (full, LoRA, DeepSpeed, FSDP, merged) as a model.
 
-Every rtune checkpoint holds a loadable Hugging Face model: full and sharded strategies write a
-consolidated `model.safetensors`; LoRA writes the adapter, and the base comes from the hub id in the
-run's config (or `base_model/` for a base built from config).
+Every rtune checkpoint holds a loadable Hugging Face model: full strategies write a consolidated
+`model.safetensors`; an FSDP checkpoint with sharded state (all but the last) is consolidated here from
+every rank's shards; LoRA writes the adapter, and the base comes from the hub id in the run's config (or
+`base_model/` for a base built from config).
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from typing import Any, Dict, List, Tuple
 
 import yaml
 
-from rtune.checkpoint import CONFIG, MARKER, CheckpointError, read_marker
+from rtune.checkpoint import CONFIG, MARKER, CheckpointError, has_model_weights, read_marker
 from rtune.config import ConfigError
+from rtune.shards import consolidated_model, is_sharded
 
 _SECRET_WORDS = ("token", "secret", "password", "api_key")
 
 
 def load_model(path: str, trust_remote_code: bool = False) -> Tuple[Any, Any, str]:
-    """(model, tokenizer, kind) for a checkpoint or model directory; kind is full, lora or deepspeed."""
+    """(model, tokenizer, kind) for a checkpoint or model directory; kind is full, lora, deepspeed or fsdp."""
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -35,6 +37,8 @@ def load_model(path: str, trust_remote_code: bool = False) -> Tuple[Any, Any, st
         base = _lora_base(path)
         base_model = AutoModelForCausalLM.from_pretrained(base, trust_remote_code=trust_remote_code)
         model, kind = PeftModel.from_pretrained(base_model, path), "lora"
+    elif os.path.exists(os.path.join(path, "config.json")) and not has_model_weights(path) and is_sharded(path):
+        model, kind = consolidated_model(path, trust_remote_code=trust_remote_code), "fsdp"  # from every rank's shards
     elif os.path.exists(os.path.join(path, "config.json")):
         model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code)
         kind = "deepspeed" if os.path.isdir(os.path.join(path, "deepspeed")) else "full"

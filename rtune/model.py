@@ -11,7 +11,9 @@ import hashlib
 import os
 from typing import Iterable, List, Optional, Sequence
 
+from rtune.checkpoint import has_model_weights
 from rtune.config import ConfigError, ModelConfig, PeftConfig
+from rtune.shards import SHARD_DIR
 
 EOS_TOKEN = "<|endoftext|>"
 
@@ -45,11 +47,19 @@ def load_model_config(cfg: ModelConfig):
         if model_type not in CONFIG_MAPPING:
             raise ConfigError(f"unknown model.from_config.model_type {model_type!r}")
         return CONFIG_MAPPING[model_type](**fields)
+    _refuse_sharded_state(cfg.name_or_path)
     try:
         return AutoConfig.from_pretrained(cfg.name_or_path, revision=cfg.revision,
                                           trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as err:
         raise _hub_error("model", cfg.name_or_path, err) from None
+
+
+def _refuse_sharded_state(name_or_path: str) -> None:
+    """An intermediate sharded FSDP checkpoint has no model files: say how to make one."""
+    if os.path.isdir(os.path.join(name_or_path, SHARD_DIR)) and not has_model_weights(name_or_path):
+        raise ConfigError(f"{name_or_path} holds sharded FSDP training state, not a model: consolidate it with "
+                          f"`python -m rtune export {name_or_path} <out_dir>` and set model.name_or_path=<out_dir>")
 
 
 def max_context(model_config) -> Optional[int]:
@@ -122,6 +132,11 @@ def build_model(cfg: ModelConfig, vocab_size: int, eos_token_id: Optional[int] =
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
     if checkpoint_dir is not None:
+        if not has_model_weights(checkpoint_dir):  # sharded FSDP state: the strategy loads the weights
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(checkpoint_dir, trust_remote_code=cfg.trust_remote_code)
+            return AutoModelForCausalLM.from_config(config, **kwargs)
         return AutoModelForCausalLM.from_pretrained(checkpoint_dir, dtype="float32", **kwargs)
     if cfg.name_or_path is None:
         model_config = load_model_config(cfg)
@@ -129,6 +144,7 @@ def build_model(cfg: ModelConfig, vocab_size: int, eos_token_id: Optional[int] =
         if eos_token_id is not None:  # the trained tokenizer's EOS, not GPT-2's 50256
             model_config.bos_token_id = model_config.eos_token_id = eos_token_id
         return AutoModelForCausalLM.from_config(model_config, **kwargs)
+    _refuse_sharded_state(cfg.name_or_path)
     try:
         model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, revision=cfg.revision,
                                                      dtype="float32", **kwargs)

@@ -94,6 +94,50 @@ def test_resume_with_2_then_1_then_2_workers_trains_every_row_once_and_matches(s
 
 
 @pytest.mark.slow
+def test_fsdp_sharded_state_resumes_on_other_worker_counts_and_exports(straight, tmp_path):
+    """FSDP2 with sharded state, stopped after step 4 (2 workers), resumed with 1 (reading both ranks' shards),
+    finished with 2 (reading 1 rank's): the weights equal the uninterrupted DDP run's. The intermediate
+    checkpoints hold every rank's slices and no model; `rtune export` consolidates them."""
+    from conftest import cli
+    from safetensors import safe_open
+
+    from rtune import checkpoint as ckpt
+
+    fsdp = ("strategy=fsdp",)
+    phases = [("num_workers=2", "debug.fail_at_step=4", "debug.fail_rank=1"),
+              ("num_workers=1", "debug.fail_at_step=8", "debug.fail_rank=0")]
+    for phase in phases:
+        with pytest.raises(TrainingFailed):
+            train(compose(*tiny_overrides(tmp_path, "sharded", *COMMON, *fsdp, *phase)))
+    resized = train(compose(*tiny_overrides(tmp_path, "sharded", "num_workers=2", *COMMON, *fsdp)))
+    _check_every_row_once(_trained_rows(resized["run_dir"]), [2] * 4 + [1] * 4 + [2] * 4)
+    _check_matches(resized, straight)
+
+    step4 = os.path.join(resized["run_dir"], ckpt.dir_name(4))
+    files = ckpt.read_marker(step4)["files"]
+    assert {"fsdp_shards/rank00000.safetensors", "fsdp_shards/rank00001.safetensors", "config.json"} <= set(files)
+    assert not ckpt.has_model_weights(step4) and "optimizer" not in ckpt.load_trainer_state(step4)
+    with safe_open(os.path.join(step4, "fsdp_shards", "rank00001.safetensors"), "pt") as f:  # a slice, not all
+        wte = f.get_slice("model.transformer.wte.weight").get_shape()
+    assert wte[0] < len(_weights(resized["latest_checkpoint"])["transformer.wte.weight"])
+    assert ckpt.has_model_weights(resized["latest_checkpoint"])  # the last checkpoint is the run's model
+    # Consolidating the last checkpoint's shards gives exactly the model its rank 0 gathered ...
+    from rtune.shards import consolidated_model
+
+    final = _weights(resized["latest_checkpoint"])
+    consolidated = consolidated_model(resized["latest_checkpoint"]).state_dict()
+    assert set(consolidated) == set(final)
+    for name, tensor in final.items():
+        torch.testing.assert_close(consolidated[name], tensor, rtol=0, atol=0)
+    # ... and `rtune export` turns a checkpoint of shards alone into a model.
+    proc = cli("export", step4, str(tmp_path / "exported"))
+    assert proc.returncode == 0, proc.stderr
+    exported = _weights(tmp_path / "exported")
+    assert set(exported) - {"lm_head.weight"} == set(final) - {"lm_head.weight"} and not torch.equal(exported["transformer.wte.weight"],
+                                                           final["transformer.wte.weight"])
+
+
+@pytest.mark.slow
 def test_elastic_group_continues_with_one_worker_after_losing_a_node(ray_cluster, tmp_path):
     """num_workers=[1,2] on a head and a worker node of 1 CPU each: the worker node is stopped mid-run; Ray
     restarts the group with the 1 worker the cluster still fits, which resumes from the newest checkpoint

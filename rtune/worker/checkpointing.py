@@ -5,8 +5,9 @@ marker (listing every rank's files) last, and `ray.train.report` copies the dire
 training goes on.
 
 `async` (default): the training thread only copies the state into CPU memory (`strategy.snapshot()`, a
-collective for FSDP) and reports; writing the files and the marker, and copying them to storage (marker
-last), happen in Ray's background upload thread (`checkpoint_upload_fn`), so training continues. One
+collective for FSDP; with sharded FSDP state every rank copies its own slices) and reports; writing the
+files and the marker, and copying them to storage (marker last), happen in Ray's background upload thread
+(`checkpoint_upload_fn`), so training continues. One
 checkpoint is in flight at a time: the next waits until the previous is stored. DeepSpeed writes its
 partitions synchronously and only the copy runs in the background.
 
@@ -27,7 +28,7 @@ from rtune import checkpoint as ckpt
 from rtune.config import RTuneConfig, to_dict
 from rtune.worker.collectives import gather_objects
 from rtune.worker.reference import PrecomputedReference
-from rtune.worker.strategy import Strategy
+from rtune.worker.strategy import Snapshot, Strategy
 
 
 class CheckpointReporter:
@@ -48,27 +49,29 @@ class CheckpointReporter:
             return
         trainer_state = {"step": step, "data": data_state, "world_size": self.strategy.world_size,
                          "tracking": tracker_ids or {}}
+        # The last checkpoint is the run's model: always a consolidated Hugging Face one.
+        with_hf = step == self.cfg.trainer.max_steps or self.cfg.trainer.save_hf_every_checkpoint
         background = self.cfg.trainer.checkpoint_upload == "async"
-        write = None
+        snapshot = None
         if background:
             self._stored.wait()  # at most one checkpoint in flight: memory stays bounded if storage is slow
-            write = self.strategy.snapshot()  # a collective for sharded strategies
-        if write is not None:
-            self._report_in_background(step, metrics, trainer_state, write)
+            snapshot = self.strategy.snapshot(with_hf)  # a collective for sharded strategies
+        if snapshot is not None:
+            self._report_in_background(step, metrics, trainer_state, snapshot)
         else:
-            self._report_written(step, metrics, trainer_state, background)
+            self._report_written(step, metrics, trainer_state, background, with_hf)
 
     # ---- sync (and DeepSpeed): write here, copy in report ----------------------------------------
 
     def _report_written(self, step: int, metrics: Dict[str, Any], trainer_state: Dict[str, Any],
-                        background_copy: bool) -> None:
+                        background_copy: bool, with_hf: bool) -> None:
         import ray.train
         from ray.train import Checkpoint
 
         tmp_dir = tempfile.mkdtemp(prefix="rtune-ckpt-")
         handed_over = False  # once Ray's upload thread owns tmp_dir, it deletes it
         try:
-            resume_state = self.strategy.save(tmp_dir)  # a collective for sharded strategies
+            resume_state = self.strategy.save(tmp_dir, with_hf)  # a collective for sharded strategies
             if self.strategy.rank == 0:
                 self._write_rank0_files(tmp_dir, {**trainer_state, **resume_state})
             files_by_rank = gather_objects(ckpt.list_files(tmp_dir))
@@ -90,19 +93,20 @@ class CheckpointReporter:
     # ---- async: copy the state here, write and copy to storage in Ray's upload thread --------------
 
     def _report_in_background(self, step: int, metrics: Dict[str, Any], trainer_state: Dict[str, Any],
-                              write: Callable[[str], Dict[str, Any]]) -> None:
+                              snapshot: Snapshot) -> None:
         import ray.train
         from ray.train import Checkpoint
 
-        if self.strategy.rank != 0:  # DDP and FSDP checkpoints are rank 0's files only
+        if not snapshot.has_files:  # DDP and gathered FSDP checkpoints are rank 0's files only
             ray.train.report(metrics)
             return
         tmp_dir = tempfile.mkdtemp(prefix="rtune-ckpt-")
 
         def write_all() -> str:
-            resume_state = write(tmp_dir)
-            self._write_rank0_files(tmp_dir, {**trainer_state, **resume_state})
-            ckpt.write_marker(tmp_dir, step, metrics, ckpt.list_files(tmp_dir))
+            resume_state = snapshot.write(tmp_dir)
+            if self.strategy.rank == 0:  # the marker lists the other ranks' files too: complete once all arrive
+                self._write_rank0_files(tmp_dir, {**trainer_state, **resume_state})
+                ckpt.write_marker(tmp_dir, step, metrics, {**ckpt.list_files(tmp_dir), **snapshot.other_files})
             return tmp_dir
 
         self._stored.clear()

@@ -5,7 +5,8 @@
                                         and build the optimizer
     with strategy.accumulating(last): logprobs = strategy.model(ids, labels, positions); strategy.backward(loss)
     strategy.step()                  clip, optimizer, schedule (DeepSpeed does this inside backward)
-    strategy.save(dir)               a collective: resume state for every rank, HF weights on rank 0
+    strategy.save(dir, with_hf)      a collective: resume state for every rank, HF weights on rank 0
+    strategy.snapshot(with_hf)       a collective: the same copied into memory, written later (async upload)
     strategy.load(dir, state)        restore optimizer and schedule after `setup`
 
 The loss handed to `backward` is already normalised over the whole step (all micro-batches, all
@@ -13,8 +14,10 @@ ranks, see loop.py), so no strategy divides it by the accumulation steps.
 
 Which files each strategy writes into a checkpoint:
     ddp        rank 0: HF model (or LoRA adapter) + optimizer/scheduler in trainer_state.pt
-    fsdp       rank 0: consolidated HF model or adapter (full state dict) + full optimizer state in
-               trainer_state.pt
+    fsdp       fsdp_state=sharded: every rank its slice of the weights and optimizer state under
+               fsdp_shards/ (rtune/shards.py); rank 0: config.json, and the consolidated HF model at the
+               last checkpoint (or every one: trainer.save_hf_every_checkpoint). fsdp_state=full, and LoRA:
+               rank 0: consolidated HF model or adapter + full optimizer state in trainer_state.pt
     deepspeed  every rank: its ZeRO shards under deepspeed/; rank 0: consolidated HF model (16-bit gather
                under ZeRO-3) or adapter. DeepSpeed's own helper scripts are removed: checkpoints hold no code.
 """
@@ -25,12 +28,15 @@ import contextlib
 import copy
 import glob
 import os
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 
+from rtune import shards
 from rtune.config import RTuneConfig
 from rtune.model import apply_lora
+from rtune.worker.collectives import gather_objects
 from rtune.worker.lm import TokenLogprobs, hf_model
 from rtune.worker.optim import build_optimizer, build_scheduler
 
@@ -57,6 +63,15 @@ def _cpu_copy(tree, memo: Optional[Dict[tuple, torch.Tensor]] = None):
     if isinstance(tree, (list, tuple)):
         return type(tree)(_cpu_copy(v, memo) for v in tree)
     return copy.deepcopy(tree)
+
+
+@dataclass
+class Snapshot:
+    """A checkpoint copied out of the live training state, to be written later in Ray's upload thread."""
+
+    write: Callable[[str], Dict[str, Any]]  # writes this rank's files into a directory; returns resume state
+    has_files: bool = True  # False: this rank writes nothing (under DDP, rank 0 writes the whole checkpoint)
+    other_files: Dict[str, int] = field(default_factory=dict)  # rank 0: what the other ranks write (path -> bytes)
 
 
 class Strategy:
@@ -114,22 +129,23 @@ class Strategy:
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
 
-    def save(self, out_dir: str) -> Dict[str, Any]:
-        """Write this rank's part of a checkpoint (a collective); returns state for trainer_state.pt."""
+    def save(self, out_dir: str, with_hf: bool = True) -> Dict[str, Any]:
+        """Write this rank's part of a checkpoint (a collective); returns state for trainer_state.pt.
+        with_hf: whether a strategy that may leave it out (sharded FSDP) writes the consolidated HF model."""
         if self.rank == 0:
             self.raw.save_pretrained(out_dir, safe_serialization=True)  # full model, or adapter under LoRA
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
 
-    def snapshot(self) -> Optional[Callable[[str], Dict[str, Any]]]:
-        """For a background checkpoint: copy what `save` would write now (a collective), and return the function
-        that writes the copy later, in another thread, while training changes the live weights. None: this
-        strategy writes synchronously (DeepSpeed's engine saves its own partitions)."""
+    def snapshot(self, with_hf: bool = True) -> Optional[Snapshot]:
+        """For a background checkpoint: copy what `save` would write now (a collective), to be written later, in
+        another thread, while training changes the live weights. None: this strategy writes synchronously
+        (DeepSpeed's engine saves its own partitions)."""
         if self.lora:  # an adapter is small: written here, copied to storage in the background
             return None
         if self.rank != 0:  # DDP: rank 0 writes the whole checkpoint
-            return self._writer(None, None, {})
-        return self._writer(_cpu_copy(self.raw.state_dict()), _cpu_copy(self.optimizer.state_dict()),
-                            self.scheduler.state_dict())
+            return Snapshot(lambda out_dir: {}, has_files=False)
+        return Snapshot(self._writer(_cpu_copy(self.raw.state_dict()), _cpu_copy(self.optimizer.state_dict()),
+                                     self.scheduler.state_dict()))
 
     def _writer(self, weights, optimizer, scheduler) -> Callable[[str], Dict[str, Any]]:
         scheduler = copy.deepcopy(scheduler)
@@ -189,37 +205,82 @@ class FSDPStrategy(Strategy):
         self.model.set_requires_gradient_sync(is_last_micro_step)  # reduce-scatter only on the last one
         return contextlib.nullcontext()
 
+    @property
+    def sharded(self) -> bool:
+        return self.cfg.strategy.fsdp_state == "sharded" and not self.lora  # adapters are small: gathered
+
     def _full_state_options(self):
         from torch.distributed.checkpoint.state_dict import StateDictOptions
 
         return StateDictOptions(full_state_dict=True, cpu_offload=True)
 
-    def save(self, out_dir: str) -> Dict[str, Any]:
+    def _gathered(self):
+        """Full weights and optimizer state, gathered on rank 0 (collectives; other ranks get empty dicts)."""
         from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
-        weights = get_model_state_dict(self.model, options=self._full_state_options())  # collectives
+        weights = get_model_state_dict(self.model, options=self._full_state_options())
         optimizer = get_optimizer_state_dict(self.model, self.optimizer, options=self._full_state_options())
+        return weights, optimizer
+
+    def save(self, out_dir: str, with_hf: bool = True) -> Dict[str, Any]:
+        if self.sharded:
+            return self._sharded_snapshot(with_hf).write(out_dir)
+        weights, optimizer = self._gathered()
         if self.rank == 0:  # peft's save_pretrained keeps only the adapter of a full state dict
             self.raw.save_pretrained(out_dir, state_dict=_unwrapped_keys(weights), safe_serialization=True)
         return {"optimizer": optimizer, "scheduler": self.scheduler.state_dict()}
 
-    def snapshot(self) -> Optional[Callable[[str], Dict[str, Any]]]:
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
-
+    def snapshot(self, with_hf: bool = True) -> Optional[Snapshot]:
+        if self.sharded:
+            return self._sharded_snapshot(with_hf)
         if self.lora:
             return None
-        weights = get_model_state_dict(self.model, options=self._full_state_options())  # collectives
-        optimizer = get_optimizer_state_dict(self.model, self.optimizer, options=self._full_state_options())
+        weights, optimizer = self._gathered()
         # Gathered copies on rank 0 (with one worker they may be the live CPU tensors themselves: copy).
-        return self._writer(_cpu_copy(weights) if self.rank == 0 else None,
-                            _cpu_copy(optimizer) if self.rank == 0 else None, self.scheduler.state_dict())
+        if self.rank != 0:
+            return Snapshot(lambda out_dir: {}, has_files=False)
+        return Snapshot(self._writer(_cpu_copy(weights), _cpu_copy(optimizer), self.scheduler.state_dict()))
+
+    def _sharded_snapshot(self, with_hf: bool) -> Snapshot:
+        """Every rank serializes its own slices now (the copy); the file is written later. Nothing is gathered
+        but the HF model when asked for, and the file sizes rank 0 lists in the marker."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+        model_state = get_model_state_dict(self.model)
+        optim_state = get_optimizer_state_dict(self.model, self.optimizer)
+        data = shards.serialize(shards.flatten(_unwrapped_keys(model_state), optim_state), self.rank)
+        sizes = gather_objects(len(data))
+        weights = _cpu_copy(get_model_state_dict(self.model, options=self._full_state_options())) \
+            if with_hf else None  # a collective; the copy on rank 0 only
+        groups, scheduler = copy.deepcopy(optim_state["param_groups"]), copy.deepcopy(self.scheduler.state_dict())
+
+        def write(out_dir: str) -> Dict[str, Any]:
+            shards.write(out_dir, self.rank, data)
+            if self.rank == 0:
+                if weights is not None:
+                    self.raw.save_pretrained(out_dir, state_dict=_unwrapped_keys(weights), safe_serialization=True)
+                else:  # the architecture alone: resume and export build the model from it, then read the shards
+                    self.raw.config.save_pretrained(out_dir)
+            return {"fsdp_shards": True, "optimizer_groups": groups, "scheduler": scheduler}
+
+        others = {f"{shards.SHARD_DIR}/{shards.shard_file(r)}": n for r, n in enumerate(sizes) if r != self.rank}
+        return Snapshot(write, other_files=others if self.rank == 0 else {})
 
     def load(self, ckpt_dir: str, state: Dict[str, Any]) -> None:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                            get_optimizer_state_dict, set_model_state_dict,
+                                                            set_optimizer_state_dict)
 
-        # Rank 0 saved the full optimizer state; every rank reads the same file and keeps its shard.
-        set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
-                                 options=StateDictOptions(full_state_dict=True))
+        if state.get("fsdp_shards"):  # each rank reads its slices of the weights and optimizer state
+            model_state = get_model_state_dict(self.model)
+            optim_state = get_optimizer_state_dict(self.model, self.optimizer)  # initialised, to be overwritten
+            shards.load(shards.flatten(_unwrapped_keys(model_state), optim_state), ckpt_dir)
+            set_model_state_dict(self.model, model_state)
+            optim_state["param_groups"] = state["optimizer_groups"]
+            set_optimizer_state_dict(self.model, self.optimizer, optim_state)
+        else:  # rank 0 saved the full optimizer state; every rank reads the same file and keeps its shard
+            set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
+                                     options=StateDictOptions(full_state_dict=True))
         self.scheduler.load_state_dict(state["scheduler"])
 
 
@@ -299,7 +360,7 @@ class DeepSpeedStrategy(Strategy):
     def step(self) -> None:
         pass
 
-    def save(self, out_dir: str) -> Dict[str, Any]:
+    def save(self, out_dir: str, with_hf: bool = True) -> Dict[str, Any]:
         shard_dir = os.path.join(out_dir, "deepspeed")
         self.model.save_checkpoint(shard_dir, tag="state", save_latest=False, exclude_frozen_parameters=self.lora)
         for script in glob.glob(os.path.join(shard_dir, "**", "*.py"), recursive=True):
@@ -312,7 +373,7 @@ class DeepSpeedStrategy(Strategy):
             self.raw.save_pretrained(out_dir, state_dict=_unwrapped_keys(weights), safe_serialization=True)
         return {}
 
-    def snapshot(self) -> Optional[Callable[[str], Dict[str, Any]]]:
+    def snapshot(self, with_hf: bool = True) -> Optional[Snapshot]:
         return None  # the engine writes its partitions itself; async mode still uploads in the background
 
     def load(self, ckpt_dir: str, state: Dict[str, Any]) -> None:
