@@ -164,6 +164,7 @@ def test_unknown_command():
     (["peft=lora", "peft.target_modules=[q_proj]"], ["peft.target_modules ['q_proj'] not found", "c_attn"]),
     (["peft=lora", "peft.target_modules=7"], ["peft.target_modules must be a list of module names, all-linear"]),
     (["strategy.offload_optimizer=cpu"], ["needs strategy=deepspeed"]),
+    (["strategy=fsdp", "strategy.fsdp_state=gathered"], ["strategy.fsdp_state must be sharded or full"]),
 ])
 def test_strategy_and_peft_errors(args, needles, tmp_path):
     assert_one_line_error(run_in_process("train", f"storage_path={tmp_path}", *args), *needles)
@@ -181,6 +182,16 @@ def test_export_and_generate_refuse_bad_paths(tmp_path):
     assert_one_line_error(run_cli("export", str(tmp_path), str(tmp_path / "out")), "is not an rtune checkpoint")
     assert_one_line_error(run_cli("generate", str(tmp_path / "missing"), "prompt=fn"), "does not exist")
     assert_one_line_error(run_cli("generate", str(tmp_path), "prompt=fn"), "not an rtune checkpoint or a Hugging Face")
+
+
+def test_fine_tuning_from_sharded_training_state_says_to_export_first(tmp_path):
+    from transformers import AutoConfig
+
+    ckpt = tmp_path / "checkpoint_00000004"  # what sharded FSDP leaves before the last step: shards, no model
+    (ckpt / "fsdp_shards").mkdir(parents=True)
+    AutoConfig.for_model("gpt2", n_layer=1, n_embd=32, n_head=2).save_pretrained(ckpt)
+    assert_one_line_error(run_in_process("train", f"model.name_or_path={ckpt}", f"storage_path={tmp_path}"),
+                          "holds sharded FSDP training state, not a model", f"python -m rtune export {ckpt}")
 
 
 def test_non_utf8_line_is_named(tmp_path):
