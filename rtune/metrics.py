@@ -72,6 +72,18 @@ def reset_peak_rss() -> None:
         pass
 
 
+def rss_mb() -> float:
+    """This process's resident set now (VmRSS; 0 where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def peak_rss_mb() -> float:
     """Peak resident set since the last reset_peak_rss (VmHWM), else since the process started."""
     try:

@@ -5,11 +5,11 @@ marker (listing every rank's files) last, and `ray.train.report` copies the dire
 training goes on.
 
 `async` (default): the training thread only copies the state into CPU memory (`strategy.snapshot()`, a
-collective for FSDP; with sharded FSDP state every rank copies its own slices) and reports; writing the
-files and the marker, and copying them to storage (marker last), happen in Ray's background upload thread
-(`checkpoint_upload_fn`), so training continues. One
-checkpoint is in flight at a time: the next waits until the previous is stored. DeepSpeed writes its
-partitions synchronously and only the copy runs in the background.
+collective for gathered FSDP state) and reports; writing the files and the marker, and copying them to
+storage (marker last), happen in Ray's background upload thread (`checkpoint_upload_fn`), so training
+continues. One checkpoint is in flight at a time: the next waits until the previous is stored. Sharded
+FSDP state, LoRA adapters and DeepSpeed partitions are written to local disk in the training thread (each
+rank its own part, no copy in memory) and only the copy to storage runs in the background.
 
 Either way a checkpoint counts once its marker and every file the marker lists are on storage
 (`rtune.checkpoint.scan`), so a worker lost mid-upload never leaves a resume point behind.
@@ -104,9 +104,9 @@ class CheckpointReporter:
 
         def write_all() -> str:
             resume_state = snapshot.write(tmp_dir)
-            if self.strategy.rank == 0:  # the marker lists the other ranks' files too: complete once all arrive
+            if self.strategy.rank == 0:
                 self._write_rank0_files(tmp_dir, {**trainer_state, **resume_state})
-                ckpt.write_marker(tmp_dir, step, metrics, {**ckpt.list_files(tmp_dir), **snapshot.other_files})
+                ckpt.write_marker(tmp_dir, step, metrics, ckpt.list_files(tmp_dir))
             return tmp_dir
 
         self._stored.clear()

@@ -24,7 +24,8 @@ from rtune import checkpoint as ckpt
 from rtune.config import RTuneConfig, from_dict, is_uri
 from rtune.data.pipeline import PreparedData, prepare_data
 from rtune.data.rows import PackedRows, collate
-from rtune.metrics import METRICS_FILE, ProgressLog, flops_per_token, peak_flops, peak_rss_mb, reset_peak_rss
+from rtune.metrics import (METRICS_FILE, ProgressLog, flops_per_token, peak_flops, peak_rss_mb, reset_peak_rss,
+                           rss_mb)
 from rtune.model import build_model, count_parameters, fit_embeddings, load_tokenizer_from
 from rtune.telemetry import RayMetrics
 from rtune.tracking import Tracker
@@ -262,6 +263,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     run_peak_rss_mb = peak_rss_mb()  # so far: imports, model build, wrapping
     reset_peak_rss()  # from here on: what training itself holds (until the first checkpoint is written)
     train_peak_rss_mb: Optional[float] = None
+    checkpoint_rss_mb: Dict[str, float] = {}  # the first checkpoint: resident set before it, peak during it
 
     def run_eval() -> Dict[str, float]:
         result = evaluate(model, val_set, t.micro_batch_size, t.eval_max_batches, rank, world_size, device,
@@ -331,15 +333,19 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             logged = progress.log(step, record, window_tokens)
             ray_metrics.update(logged)
             tracker.log(step, logged)
-        if do_checkpoint and train_peak_rss_mb is None:
-            train_peak_rss_mb = peak_rss_mb()
+        first_checkpoint = do_checkpoint and train_peak_rss_mb is None
+        if first_checkpoint:
+            train_peak_rss_mb, rss_before_checkpoint_mb = peak_rss_mb(), rss_mb()
+            reset_peak_rss()
         if do_eval:
             with progress.paused():
                 checkpoints.report(step, record, do_checkpoint, order.state(), tracker.run_ids())
+        if first_checkpoint:  # with sync upload, the whole write; with async, what the training thread does
+            checkpoint_rss_mb = {"before": rss_before_checkpoint_mb, "peak": peak_rss_mb()}
         _maybe_inject_fault(cfg, step, rank, run_dir, do_checkpoint)
 
     # ---- summary: rank 0's return value becomes Result.return_value on the driver ------------------
-    peaks = gather_objects({"train": train_peak_rss_mb or peak_rss_mb(),
+    peaks = gather_objects({"train": train_peak_rss_mb or peak_rss_mb(), "checkpoint": checkpoint_rss_mb,
                              "run": max(run_peak_rss_mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)})
     if not is_main:
         return None
@@ -349,5 +355,6 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             "steady_mfu": progress.steady_mfu(), "mfu_peak_source": peak_source,
             "trainable_params": trainable, "total_params": total,
             "train_peak_rss_mb_per_worker": [p["train"] for p in peaks],
+            "checkpoint_rss_mb_per_worker": [p["checkpoint"] for p in peaks],
             "peak_rss_mb_per_worker": [p["run"] for p in peaks]}
 

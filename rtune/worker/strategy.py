@@ -6,7 +6,8 @@
     with strategy.accumulating(last): logprobs = strategy.model(ids, labels, positions); strategy.backward(loss)
     strategy.step()                  clip, optimizer, schedule (DeepSpeed does this inside backward)
     strategy.save(dir, with_hf)      a collective: resume state for every rank, HF weights on rank 0
-    strategy.snapshot(with_hf)       a collective: the same copied into memory, written later (async upload)
+    strategy.snapshot(with_hf)       a collective: the same copied into memory, written later (async upload);
+                                     None: written by `save` in the training thread, copied in the background
     strategy.load(dir, state)        restore optimizer and schedule after `setup`
 
 The loss handed to `backward` is already normalised over the whole step (all micro-batches, all
@@ -28,7 +29,7 @@ import contextlib
 import copy
 import glob
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
@@ -36,7 +37,6 @@ import torch
 from rtune import shards
 from rtune.config import RTuneConfig
 from rtune.model import apply_lora
-from rtune.worker.collectives import gather_objects
 from rtune.worker.lm import TokenLogprobs, hf_model
 from rtune.worker.optim import build_optimizer, build_scheduler
 
@@ -71,7 +71,6 @@ class Snapshot:
 
     write: Callable[[str], Dict[str, Any]]  # writes this rank's files into a directory; returns resume state
     has_files: bool = True  # False: this rank writes nothing (under DDP, rank 0 writes the whole checkpoint)
-    other_files: Dict[str, int] = field(default_factory=dict)  # rank 0: what the other ranks write (path -> bytes)
 
 
 class Strategy:
@@ -224,16 +223,14 @@ class FSDPStrategy(Strategy):
 
     def save(self, out_dir: str, with_hf: bool = True) -> Dict[str, Any]:
         if self.sharded:
-            return self._sharded_snapshot(with_hf).write(out_dir)
+            return self._save_shards(out_dir, with_hf)
         weights, optimizer = self._gathered()
         if self.rank == 0:  # peft's save_pretrained keeps only the adapter of a full state dict
             self.raw.save_pretrained(out_dir, state_dict=_unwrapped_keys(weights), safe_serialization=True)
         return {"optimizer": optimizer, "scheduler": self.scheduler.state_dict()}
 
     def snapshot(self, with_hf: bool = True) -> Optional[Snapshot]:
-        if self.sharded:
-            return self._sharded_snapshot(with_hf)
-        if self.lora:
+        if self.sharded or self.lora:  # shards: written here from the live tensors (no copy), copied in background
             return None
         weights, optimizer = self._gathered()
         # Gathered copies on rank 0 (with one worker they may be the live CPU tensors themselves: copy).
@@ -241,30 +238,24 @@ class FSDPStrategy(Strategy):
             return Snapshot(lambda out_dir: {}, has_files=False)
         return Snapshot(self._writer(_cpu_copy(weights), _cpu_copy(optimizer), self.scheduler.state_dict()))
 
-    def _sharded_snapshot(self, with_hf: bool) -> Snapshot:
-        """Every rank serializes its own slices now (the copy); the file is written later. Nothing is gathered
-        but the HF model when asked for, and the file sizes rank 0 lists in the marker."""
+    def _save_shards(self, out_dir: str, with_hf: bool) -> Dict[str, Any]:
+        """Every rank writes its own slices; nothing is gathered but the HF model when asked for."""
         from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
+        # The root unit keeps its parameters unsharded after a forward with no backward (the evaluation just
+        # run): reshard, so the module's parameters are the optimizer's again.
+        self.model.reshard()
         model_state = get_model_state_dict(self.model)
         optim_state = get_optimizer_state_dict(self.model, self.optimizer)
-        data = shards.serialize(shards.flatten(_unwrapped_keys(model_state), optim_state), self.rank)
-        sizes = gather_objects(len(data))
-        weights = _cpu_copy(get_model_state_dict(self.model, options=self._full_state_options())) \
-            if with_hf else None  # a collective; the copy on rank 0 only
-        groups, scheduler = copy.deepcopy(optim_state["param_groups"]), copy.deepcopy(self.scheduler.state_dict())
-
-        def write(out_dir: str) -> Dict[str, Any]:
-            shards.write(out_dir, self.rank, data)
-            if self.rank == 0:
-                if weights is not None:
-                    self.raw.save_pretrained(out_dir, state_dict=_unwrapped_keys(weights), safe_serialization=True)
-                else:  # the architecture alone: resume and export build the model from it, then read the shards
-                    self.raw.config.save_pretrained(out_dir)
-            return {"fsdp_shards": True, "optimizer_groups": groups, "scheduler": scheduler}
-
-        others = {f"{shards.SHARD_DIR}/{shards.shard_file(r)}": n for r, n in enumerate(sizes) if r != self.rank}
-        return Snapshot(write, other_files=others if self.rank == 0 else {})
+        shards.write(shards.flatten(_unwrapped_keys(model_state), optim_state), out_dir, self.rank)
+        weights = get_model_state_dict(self.model, options=self._full_state_options()) if with_hf else None
+        if self.rank == 0:
+            if weights is not None:
+                self.raw.save_pretrained(out_dir, state_dict=_unwrapped_keys(weights), safe_serialization=True)
+            else:  # the architecture alone: resume and export build the model from it, then read the shards
+                self.raw.config.save_pretrained(out_dir)
+        return {"fsdp_shards": True, "optimizer_groups": optim_state["param_groups"],
+                "scheduler": self.scheduler.state_dict()}
 
     def load(self, ckpt_dir: str, state: Dict[str, Any]) -> None:
         from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
