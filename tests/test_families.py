@@ -1,4 +1,4 @@
-"""Llama- and Qwen2-class models under every strategy, with 2 real Ray workers on the CPU.
+"""Llama- and Qwen2-class models under every strategy (each on one family or both), with 2 real Ray workers.
 
 `tiny_llama` (RoPE, grouped-query attention, RMSNorm, SwiGLU, untied embeddings) trains on the
 bundled Rust text; `tiny_qwen2` (the same plus q/k/v biases and tied embeddings) trains on the bundled
@@ -49,8 +49,11 @@ def _exported_matches(ckpt: str, out_dir: str, cfg, summary) -> None:
         assert text.endswith("<|im_start|>assistant\n")
 
 
-# tiny_qwen2 under plain DDP is test_chat_resume_mid_epoch_with_isolated_packing_is_exact below.
-CASES = [(f, s) for f in FAMILY_DATA for s in STRATEGIES if (f, s) != ("tiny_qwen2", "ddp")]
+# tiny_qwen2 under plain DDP is test_chat_resume_mid_epoch_with_isolated_packing_is_exact below. To keep CI
+# short, full FSDP2 runs on Qwen2 only (tied embeddings: the harder case; Llama's FSDP2 path is the same code
+# and runs under LoRA) and LoRA with gradient checkpointing on DDP on Llama only (Qwen2's LoRA runs on FSDP2).
+SKIPPED = {("tiny_qwen2", "ddp"), ("tiny_llama", "fsdp"), ("tiny_qwen2", "lora-gc")}
+CASES = [(f, s) for f in FAMILY_DATA for s in STRATEGIES if (f, s) not in SKIPPED]
 
 
 @pytest.mark.parametrize("family, strategy", CASES)
