@@ -72,27 +72,28 @@ def reset_peak_rss() -> None:
         pass
 
 
-def rss_mb() -> float:
-    """This process's resident set now (VmRSS; 0 where /proc is missing)."""
+def _status_mb(field: str) -> Optional[float]:
+    """A memory line of /proc/self/status (VmRSS, VmHWM) in MB; None where /proc is missing."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return 0.0
+    return None
+
+
+def rss_mb() -> float:
+    """This process's resident set now (0 where /proc is missing)."""
+    return _status_mb("VmRSS") or 0.0
 
 
 def peak_rss_mb() -> float:
     """Peak resident set since the last reset_peak_rss (VmHWM), else since the process started."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -66,10 +66,15 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick, **results,
         "stall_ratio_sync_over_async": round(results["sync"]["median_stall_s"]
                                              / max(results["async"]["median_stall_s"], 1e-3), 2)}
+    publish(report, args.out, args.quick)
+
+
+def publish(report: dict, out: str, quick: bool) -> None:
+    """Print the report; a full (not --quick) run also writes it where the committed figures live."""
     print(json.dumps(report, indent=2))
-    if not args.quick:
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        with open(args.out, "w") as f:
+    if not quick:
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with open(out, "w") as f:
             json.dump(report, f, indent=2)
 
 

@@ -22,9 +22,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODEL = ["model.from_config.n_layer=12", "model.from_config.n_embd=768", "model.from_config.n_head=12"]
-QUICK_MODEL = ["model.from_config.n_layer=2", "model.from_config.n_embd=64", "model.from_config.n_head=2"]
+from bench_checkpoint import MODEL, QUICK_MODEL, ROOT, publish
 
 
 def run(state: str, quick: bool) -> dict:
@@ -65,11 +63,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick, **results,
         "rank0_peak_full_minus_sharded_mb": full[0] - sharded[0],
         "rank0_minus_rank1_peak_mb": {"full": full[0] - full[1], "sharded": sharded[0] - sharded[1]}}
-    print(json.dumps(report, indent=2))
-    if not args.quick:
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
+    publish(report, args.out, args.quick)
 
 
 if __name__ == "__main__":
