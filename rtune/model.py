@@ -144,7 +144,6 @@ def build_model(cfg: ModelConfig, vocab_size: int, eos_token_id: Optional[int] =
         if eos_token_id is not None:  # the trained tokenizer's EOS, not GPT-2's 50256
             model_config.bos_token_id = model_config.eos_token_id = eos_token_id
         return AutoModelForCausalLM.from_config(model_config, **kwargs)
-    _refuse_sharded_state(cfg.name_or_path)
     try:
         model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, revision=cfg.revision,
                                                      dtype="float32", **kwargs)

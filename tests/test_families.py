@@ -27,7 +27,7 @@ FAMILY_DATA = {
 STRATEGIES = {
     "ddp": [],
     "lora-gc": ["peft=lora", "trainer.gradient_checkpointing=true", "optim.lr=3e-2"],
-    "fsdp": ["strategy=fsdp"],
+    "fsdp": ["strategy=fsdp", "trainer.save_hf_every_checkpoint=true"],
     "lora-all-linear-fsdp-gc": ["peft=lora", "peft.target_modules=all-linear", "strategy=fsdp",
                                 "trainer.gradient_checkpointing=true", "optim.lr=3e-2"],
     "zero3": ["strategy=deepspeed", "strategy.zero_stage=3"],
@@ -69,6 +69,9 @@ def test_family_trains_resumes_and_exports(ray_cluster, tmp_path, family, strate
         else:  # every rank's slices of the weights and optimizer state, resumed from at step 4
             assert state["fsdp_shards"] and sorted(os.listdir(os.path.join(ckpt, "fsdp_shards"))) == [
                 "rank00000.safetensors", "rank00001.safetensors"]
+            step4 = os.path.join(os.path.dirname(ckpt), "checkpoint_00000004")  # save_hf_every_checkpoint:
+            assert os.path.exists(os.path.join(step4, "model.safetensors"))  # a model beside the shards
+            assert os.path.isdir(os.path.join(step4, "fsdp_shards"))
     if "strategy=deepspeed" in STRATEGIES[strategy]:
         from rtune.worker.strategy import verify_deepspeed_shards
 

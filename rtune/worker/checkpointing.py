@@ -28,7 +28,7 @@ from rtune import checkpoint as ckpt
 from rtune.config import RTuneConfig, to_dict
 from rtune.worker.collectives import gather_objects
 from rtune.worker.reference import PrecomputedReference
-from rtune.worker.strategy import Snapshot, Strategy
+from rtune.worker.strategy import Strategy
 
 
 class CheckpointReporter:
@@ -52,12 +52,12 @@ class CheckpointReporter:
         # The last checkpoint is the run's model: always a consolidated Hugging Face one.
         with_hf = step == self.cfg.trainer.max_steps or self.cfg.trainer.save_hf_every_checkpoint
         background = self.cfg.trainer.checkpoint_upload == "async"
-        snapshot = None
+        write = None
         if background:
             self._stored.wait()  # at most one checkpoint in flight: memory stays bounded if storage is slow
-            snapshot = self.strategy.snapshot(with_hf)  # a collective for sharded strategies
-        if snapshot is not None:
-            self._report_in_background(step, metrics, trainer_state, snapshot)
+            write = self.strategy.snapshot(with_hf)  # a collective for gathered FSDP state
+        if write is not None:
+            self._report_in_background(step, metrics, trainer_state, write)
         else:
             self._report_written(step, metrics, trainer_state, background, with_hf)
 
@@ -93,20 +93,19 @@ class CheckpointReporter:
     # ---- async: copy the state here, write and copy to storage in Ray's upload thread --------------
 
     def _report_in_background(self, step: int, metrics: Dict[str, Any], trainer_state: Dict[str, Any],
-                              snapshot: Snapshot) -> None:
+                              write: Callable[[str], Dict[str, Any]]) -> None:
         import ray.train
         from ray.train import Checkpoint
 
-        if not snapshot.has_files:  # DDP and gathered FSDP checkpoints are rank 0's files only
+        if self.strategy.rank != 0:  # DDP and gathered FSDP checkpoints are rank 0's files only
             ray.train.report(metrics)
             return
         tmp_dir = tempfile.mkdtemp(prefix="rtune-ckpt-")
 
         def write_all() -> str:
-            resume_state = snapshot.write(tmp_dir)
-            if self.strategy.rank == 0:
-                self._write_rank0_files(tmp_dir, {**trainer_state, **resume_state})
-                ckpt.write_marker(tmp_dir, step, metrics, ckpt.list_files(tmp_dir))
+            resume_state = write(tmp_dir)
+            self._write_rank0_files(tmp_dir, {**trainer_state, **resume_state})
+            ckpt.write_marker(tmp_dir, step, metrics, ckpt.list_files(tmp_dir))
             return tmp_dir
 
         self._stored.clear()

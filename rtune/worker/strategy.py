@@ -6,8 +6,8 @@
     with strategy.accumulating(last): logprobs = strategy.model(ids, labels, positions); strategy.backward(loss)
     strategy.step()                  clip, optimizer, schedule (DeepSpeed does this inside backward)
     strategy.save(dir, with_hf)      a collective: resume state for every rank, HF weights on rank 0
-    strategy.snapshot(with_hf)       a collective: the same copied into memory, written later (async upload);
-                                     None: written by `save` in the training thread, copied in the background
+    strategy.snapshot(with_hf)       a collective: the same copied into memory, written later by rank 0 (async
+                                     upload); None: written by `save` in the training thread, copied in the background
     strategy.load(dir, state)        restore optimizer and schedule after `setup`
 
 The loss handed to `backward` is already normalised over the whole step (all micro-batches, all
@@ -29,7 +29,6 @@ import contextlib
 import copy
 import glob
 import os
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
@@ -63,14 +62,6 @@ def _cpu_copy(tree, memo: Optional[Dict[tuple, torch.Tensor]] = None):
     if isinstance(tree, (list, tuple)):
         return type(tree)(_cpu_copy(v, memo) for v in tree)
     return copy.deepcopy(tree)
-
-
-@dataclass
-class Snapshot:
-    """A checkpoint copied out of the live training state, to be written later in Ray's upload thread."""
-
-    write: Callable[[str], Dict[str, Any]]  # writes this rank's files into a directory; returns resume state
-    has_files: bool = True  # False: this rank writes nothing (under DDP, rank 0 writes the whole checkpoint)
 
 
 class Strategy:
@@ -135,16 +126,17 @@ class Strategy:
             self.raw.save_pretrained(out_dir, safe_serialization=True)  # full model, or adapter under LoRA
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
 
-    def snapshot(self, with_hf: bool = True) -> Optional[Snapshot]:
-        """For a background checkpoint: copy what `save` would write now (a collective), to be written later, in
-        another thread, while training changes the live weights. None: this strategy writes synchronously
-        (DeepSpeed's engine saves its own partitions)."""
+    def snapshot(self, with_hf: bool = True) -> Optional[Callable[[str], Dict[str, Any]]]:
+        """For a background checkpoint: copy what `save` would write now (a collective), and return the function
+        that writes the copy later, in another thread, while training changes the live weights (rank 0 writes
+        the whole checkpoint). None: this strategy writes synchronously (DeepSpeed's engine saves its own
+        partitions; sharded FSDP streams each rank's slices)."""
         if self.lora:  # an adapter is small: written here, copied to storage in the background
             return None
-        if self.rank != 0:  # DDP: rank 0 writes the whole checkpoint
-            return Snapshot(lambda out_dir: {}, has_files=False)
-        return Snapshot(self._writer(_cpu_copy(self.raw.state_dict()), _cpu_copy(self.optimizer.state_dict()),
-                                     self.scheduler.state_dict()))
+        if self.rank != 0:
+            return self._writer(None, None, {})
+        return self._writer(_cpu_copy(self.raw.state_dict()), _cpu_copy(self.optimizer.state_dict()),
+                            self.scheduler.state_dict())
 
     def _writer(self, weights, optimizer, scheduler) -> Callable[[str], Dict[str, Any]]:
         scheduler = copy.deepcopy(scheduler)
@@ -229,14 +221,13 @@ class FSDPStrategy(Strategy):
             self.raw.save_pretrained(out_dir, state_dict=_unwrapped_keys(weights), safe_serialization=True)
         return {"optimizer": optimizer, "scheduler": self.scheduler.state_dict()}
 
-    def snapshot(self, with_hf: bool = True) -> Optional[Snapshot]:
+    def snapshot(self, with_hf: bool = True) -> Optional[Callable[[str], Dict[str, Any]]]:
         if self.sharded or self.lora:  # shards: written here from the live tensors (no copy), copied in background
             return None
         weights, optimizer = self._gathered()
         # Gathered copies on rank 0 (with one worker they may be the live CPU tensors themselves: copy).
-        if self.rank != 0:
-            return Snapshot(lambda out_dir: {}, has_files=False)
-        return Snapshot(self._writer(_cpu_copy(weights), _cpu_copy(optimizer), self.scheduler.state_dict()))
+        return self._writer(_cpu_copy(weights) if self.rank == 0 else None,
+                            _cpu_copy(optimizer) if self.rank == 0 else None, self.scheduler.state_dict())
 
     def _save_shards(self, out_dir: str, with_hf: bool) -> Dict[str, Any]:
         """Every rank writes its own slices; nothing is gathered but the HF model when asked for."""
@@ -364,7 +355,7 @@ class DeepSpeedStrategy(Strategy):
             self.raw.save_pretrained(out_dir, state_dict=_unwrapped_keys(weights), safe_serialization=True)
         return {}
 
-    def snapshot(self, with_hf: bool = True) -> Optional[Snapshot]:
+    def snapshot(self, with_hf: bool = True) -> Optional[Callable[[str], Dict[str, Any]]]:
         return None  # the engine writes its partitions itself; async mode still uploads in the background
 
     def load(self, ckpt_dir: str, state: Dict[str, Any]) -> None:
