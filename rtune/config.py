@@ -84,7 +84,16 @@ class DataConfig:
         eval_path: A separate validation set (same kinds of path as `path`, same format); when set,
             nothing is held out of the training data.
         max_documents: Read at most this many records (null: all); handy for quick runs.
-        cache_dir: Where tokenizers, tokenized and packed data are cached (keyed by content).
+        cache_dir: Where tokenizers, tokenized and packed data are cached (keyed by content); this
+            machine's disk (each node keeps its own: RTUNE_CACHE_DIR on that node overrides it).
+        engine: Who prepares the data. `datasets`: the driver tokenizes and packs in one process (every
+            format and packing). `ray`: Ray Data tokenizes the files in parallel across the cluster (a pool
+            of tokenizer actors, one file per call) and writes token shards plus a manifest to
+            `data.cache_uri`, where workers on any node read their rows; the driver's memory stays bounded
+            whatever the corpus size. format=text with concat packing; same rows as `datasets`.
+        cache_uri: The `ray` engine's data cache: a directory every node mounts or a storage URI (s3://,
+            gs://, file://). null: `<storage_path>/data_cache`. Workers copy a URI's shards to their node's
+            cache_dir once.
     """
 
     path: str = "package:rust_sample"
@@ -101,6 +110,8 @@ class DataConfig:
     eval_path: Optional[str] = None
     max_documents: Optional[int] = None
     cache_dir: str = "~/.cache/rtune"
+    engine: str = "datasets"
+    cache_uri: Optional[str] = None
 
 
 @dataclass
@@ -387,6 +398,7 @@ _PRECISIONS = ("fp32", "bf16")
 FORMATS = ("text", "chat", "instruction", "prompt_completion", "preference")
 TRAIN_ON = ("assistant", "last_assistant", "all")
 PACKINGS = ("concat", "isolated", "none")
+ENGINES = ("datasets", "ray")
 TRUNCATIONS = ("drop", "truncate")
 OBJECTIVES = ("sft", "dpo", "orpo", "simpo")
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
@@ -473,6 +485,11 @@ def validate(cfg: RTuneConfig) -> None:
         raise ConfigError(f"data.seq_len must be at least 8, got {d.seq_len}")
     if not 0.0 < d.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be between 0 and 1, got {d.val_fraction}")
+    if d.engine not in ENGINES:
+        raise ConfigError(f"data.engine must be one of {', '.join(ENGINES)}, got {d.engine!r}")
+    if d.engine == "ray" and (d.format != "text" or (d.packing or "concat") != "concat"):
+        raise ConfigError(f"data.engine=ray prepares data.format=text with concat packing (got format={d.format}, "
+                          f"packing={d.packing or 'isolated'}): use data.engine=datasets for this data")
     if d.max_documents is not None and d.max_documents < 2:
         raise ConfigError("data.max_documents must be at least 2 (one to train on, one to validate)")
     if cfg.strategy.fsdp_state not in ("sharded", "full"):
@@ -580,6 +597,9 @@ def finalize(cfg: RTuneConfig) -> RTuneConfig:
     if not is_uri(cfg.storage_path):
         cfg.storage_path = os.path.abspath(os.path.expanduser(cfg.storage_path))
     cfg.data.cache_dir = os.path.abspath(os.path.expanduser(os.environ.get("RTUNE_CACHE_DIR", cfg.data.cache_dir)))
+    if cfg.data.engine == "ray":  # shared by every node: under the run storage unless named
+        uri = cfg.data.cache_uri or f"{cfg.storage_path.rstrip('/')}/data_cache"
+        cfg.data.cache_uri = uri if is_uri(uri) else os.path.abspath(os.path.expanduser(uri))
     for owner, key in ((cfg.data, "path"), (cfg.model, "name_or_path"), (cfg.model, "tokenizer")):
         value = getattr(owner, key)
         if value and not value.startswith("package:") and not is_uri(value):

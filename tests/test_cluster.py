@@ -51,7 +51,8 @@ def head(tmp_path_factory, ray_cluster):
     state = tmp_path_factory.mktemp("cluster")
     port, dashboard = _free_port(span=2), _free_port()
     env = {**os.environ, "RTUNE_CLUSTER_DIR": str(state / "head"), "RTUNE_RAY_TEMP_DIR": f"/tmp/rt-{port}"}
-    worker_env = {**env, "RTUNE_CLUSTER_DIR": str(state / "worker")}
+    # The worker node keeps a cache of its own (data.engine=ray copies shards there, never reads the head's).
+    worker_env = {**env, "RTUNE_CLUSTER_DIR": str(state / "worker"), "RTUNE_CACHE_DIR": str(state / "worker-cache")}
     started = subprocess.run(["bash", "scripts/start_cluster.sh", "--port", str(port), "--dashboard-port",
                               str(dashboard), "--num-cpus", "2"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert started.returncode == 0, started.stdout + started.stderr
@@ -59,7 +60,8 @@ def head(tmp_path_factory, ray_cluster):
     assert url in started.stdout
     joined = subprocess.run(["bash", "scripts/start_cluster.sh", "--join", f"127.0.0.1:{port}", "--num-cpus", "1"],
                             cwd=ROOT, env=worker_env, capture_output=True, text=True)
-    info = {"url": url, "port": port, "temp_dir": f"/tmp/rt-{port}", "env": env}
+    info = {"url": url, "port": port, "temp_dir": f"/tmp/rt-{port}", "env": env,
+            "worker_cache": state / "worker-cache"}
     try:
         assert joined.returncode == 0, joined.stdout + joined.stderr
         yield info
@@ -80,13 +82,23 @@ def _submit(head, tmp_path, *overrides, extra=()):
                            *overrides], cwd=ROOT, capture_output=True, text=True, timeout=400)
 
 
-def test_submit_runs_to_success_with_a_loadable_checkpoint(head, tmp_path):
+def test_submit_runs_on_two_nodes_with_ray_data_to_a_loadable_checkpoint(head, tmp_path):
+    """A submitted job whose data Ray Data prepares on the cluster (data.engine=ray) into a shared cache given
+    as a URI: 3 workers on 2 + 1 CPUs, so one trains on the worker node, which reads the shards into its own
+    cache (never the head's); the rows equal the datasets engine's on the same files."""
     from ray.job_submission import JobSubmissionClient
     from transformers import AutoModelForCausalLM
 
+    from rtune.config import finalize
+    from rtune.data.pipeline import prepare_data
     from rtune.driver.submit import auth_headers
+    from tests.conftest import compose
+    from tests.test_data_engine import _corpus, _rows
 
-    out = _submit(head, tmp_path, f"storage_path={tmp_path}", "run_name=submitted", *TINY)
+    corpus = _corpus(tmp_path / "corpus", n_files=6, docs_per_file=40)
+    data = [f"data.path={corpus}", "data.data_dir=null", "data.engine=ray",
+            f"data.cache_uri=file://{tmp_path}/shared", "num_workers=3"]
+    out = _submit(head, tmp_path, f"storage_path={tmp_path}", "run_name=submitted", *TINY, *data)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "SUCCEEDED" in out.stdout
     job_id = next(line.split()[3] for line in out.stdout.splitlines() if line.startswith("[rtune] submitted job"))
@@ -100,6 +112,14 @@ def test_submit_runs_to_success_with_a_loadable_checkpoint(head, tmp_path):
     assert summary["final_step"] == 6 and summary["eval_loss"] < summary["initial_eval_loss"]
     model = AutoModelForCausalLM.from_pretrained(summary["latest_checkpoint"])
     assert model.config.n_layer == 2
+    # Tokenized by actors on both nodes; each node's workers read the shards from the URI into their own cache.
+    assert "6 file(s) tokenized by 3 actor(s) on 2 node(s)" in logs, logs[-3000:]
+    worker_copies = list((head["worker_cache"] / "shards").iterdir())
+    assert len(worker_copies) == 1 and (worker_copies[0] / "manifest.json").exists()
+    reference, _ = prepare_data(finalize(compose(*TINY, *data[:2], f"storage_path={tmp_path}")))
+    for split in ("train", "val"):
+        ours, theirs = _rows(worker_copies[0] / split), _rows(getattr(reference, f"{split}_path"))
+        assert ours.shape == theirs.shape and (ours == theirs).all(), split
 
 
 def test_bad_override_fails_the_job_with_the_clear_error(head, tmp_path):

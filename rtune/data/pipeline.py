@@ -250,6 +250,10 @@ def prepare_data(cfg: RTuneConfig):
     from rtune.model import tokenizer_fingerprint
 
     d = cfg.data
+    if d.engine == "ray":  # the cluster tokenizes; the driver only plans
+        from rtune.data.ray_engine import prepare_with_ray
+
+        return prepare_with_ray(cfg)
     records = load_records(d, min_records=1 if d.eval_path else 2)
     records_fp = _key(records._fingerprint, d.text_field)
     if d.eval_path:

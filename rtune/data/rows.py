@@ -7,6 +7,14 @@ A packed split is a directory written once, atomically:
     position_ids.npy   int32, restarting at 0 at each sample (absent: 0..seq_len-1 in every row)
     sequence_ids.npy   int32, which sample each token belongs to (preference pairs; absent otherwise)
     rows.json          counts: rows, samples, tokens, target tokens, dropped / truncated samples
+
+The `ray` engine (`ray_engine.py`) writes a split as token shards instead, one per corpus file:
+
+    tok-000000.bin     uint32 tokens of that file's documents in this split, each ending in EOS
+    tokens.json        seq_len and the shards in order with their token counts
+
+and row b is tokens [b*seq_len, (b+1)*seq_len) of the shards read back to back, the last row padded:
+concat packing, the same rows the datasets engine packs from the same documents.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import numpy as np
 from rtune.data.packing import IGNORE, PAD, Rows
 
 META = "rows.json"
+TOKENS_META = "tokens.json"
 
 
 def save_rows(path: str, rows: Rows, extra: Dict[str, int]) -> Dict[str, int]:
@@ -56,8 +65,11 @@ class PackedRows:
     def __init__(self, path: str, pad_token_id: int):
         self.path = path
         self.pad_token_id = pad_token_id
-        self.arrays = {name[:-4]: np.load(os.path.join(path, name), mmap_mode="r")
-                       for name in sorted(os.listdir(path)) if name.endswith(".npy")}
+        if os.path.exists(os.path.join(path, TOKENS_META)):
+            self.arrays = {"input_ids": TokenStream(path)}
+        else:
+            self.arrays = {name[:-4]: np.load(os.path.join(path, name), mmap_mode="r")
+                           for name in sorted(os.listdir(path)) if name.endswith(".npy")}
         self.input_ids = self.arrays["input_ids"]
         self.seq_len = self.input_ids.shape[1]
 
@@ -80,6 +92,37 @@ class PackedRows:
         if "sequence_ids" in self.arrays:
             item["sequence_ids"] = torch.from_numpy(np.array(self.arrays["sequence_ids"][index], dtype=np.int64))
         return item
+
+
+class TokenStream:
+    """Rows of seq_len tokens cut from token shards read back to back (the ray engine's layout), indexed
+    like the `[rows, seq_len]` input_ids array of the other layout; shards are memory-mapped."""
+
+    def __init__(self, path: str):
+        with open(os.path.join(path, TOKENS_META)) as f:
+            meta = json.load(f)
+        self.seq_len = int(meta["seq_len"])
+        self.shards = [np.memmap(os.path.join(path, name), dtype=np.uint32, mode="r")
+                       for name, n_tokens in meta["files"] if n_tokens]
+        self.starts = np.concatenate([[0], np.cumsum([len(s) for s in self.shards], dtype=np.int64)])
+        self.total_tokens = int(self.starts[-1])
+        self.shape = (max(1, -(-self.total_tokens // self.seq_len)), self.seq_len)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        index = int(index) + (self.shape[0] if index < 0 else 0)
+        if not 0 <= index < self.shape[0]:
+            raise IndexError(index)
+        row = np.full(self.seq_len, PAD, dtype=np.int32)
+        start, end = index * self.seq_len, min((index + 1) * self.seq_len, self.total_tokens)
+        shard = int(np.searchsorted(self.starts, start, side="right")) - 1
+        filled = 0
+        while start + filled < end:  # a row may span the end of one shard and the start of the next
+            offset = start + filled - int(self.starts[shard])
+            take = min(end - start - filled, len(self.shards[shard]) - offset)
+            row[filled:filled + take] = self.shards[shard][offset:offset + take]
+            filled += take
+            shard += 1
+        return row
 
 
 def collate(items: List[dict]) -> dict:

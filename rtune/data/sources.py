@@ -50,6 +50,38 @@ def _local_files(path: str, data_dir: Optional[str]) -> List[str]:
     return [os.path.join(d, f) for d, _, names in os.walk(root) for f in names]
 
 
+def corpus_files(cfg: DataConfig, path: str) -> List[str]:
+    """The data files of `path` in the order `load_records` reads them (sorted), for engines that hand out
+    one file per task: a local directory or files, a bundled corpus, or a hub dataset (`hf://` paths)."""
+    key = "data.path" if path == cfg.path else "data.eval_path"
+    if path.startswith("package:"):
+        files = sorted(_local_files(_package_dir(path[len("package:"):]), cfg.data_dir))
+    elif os.path.isdir(path):
+        files = sorted(_local_files(path, cfg.data_dir))
+    elif all(os.path.isfile(p) for p in path.split(",")):
+        files = path.split(",")  # in the order given, as `datasets` reads data_files
+    elif _looks_local(path):
+        raise ConfigError(f"dataset path {path} does not exist: check {key}")
+    else:
+        from huggingface_hub import HfFileSystem
+
+        try:
+            found = HfFileSystem().find(f"datasets/{path}/{cfg.data_dir or ''}".rstrip("/"))
+        except Exception:  # offline, no such repo, no access: all end the same way for the user
+            raise ConfigError(f"cannot list dataset {path!r}: it is not a local path and the Hugging Face Hub is "
+                              "unreachable or has no such dataset; use data=rust_sample offline, or "
+                              "data.path=<local dir or files>") from None
+        files = sorted(f"hf://{f}" for f in found)
+    files = [f for f in files if os.path.splitext(f)[1].lower() in _FILE_BUILDERS]
+    exts = {os.path.splitext(f)[1].lower() for f in files}
+    if not files:
+        raise ConfigError(f"no data files ({', '.join(_FILE_BUILDERS)}) in {path} (data_dir={cfg.data_dir}): "
+                          f"check {key} and data.data_dir")
+    if len(exts - {".json", ".jsonl"}) + bool(exts & {".json", ".jsonl"}) > 1:
+        raise ConfigError(f"{path} mixes file types ({', '.join(sorted(exts))}): keep one kind of file per dataset")
+    return files
+
+
 def load_records(cfg: DataConfig, path: Optional[str] = None, min_records: int = 2):
     """The records of `path` (default `cfg.path`) as a `datasets.Dataset`, checked against `cfg.format`.
 

@@ -74,8 +74,16 @@ def _resume_point(cfg: RTuneConfig, run_dir: Optional[str]) -> Optional[str]:
     return latest
 
 
-def preflight(cfg: RTuneConfig):
-    """All driver-side checks and data preparation; returns (PreparedData, run_dir)."""
+def _driver_progress(cfg: RTuneConfig, run_dir: Optional[str]) -> bool:
+    """Whether the driver shows rank 0's progress (read from disk) instead of streaming worker logs."""
+    local_cluster = not (cfg.ray_address or os.environ.get("RAY_ADDRESS"))
+    return run_dir is not None and local_cluster and os.environ.get("RTUNE_WORKER_LOGS") != "1"
+
+
+def preflight(cfg: RTuneConfig, concurrent_runs: int = 1):
+    """All driver-side checks and data preparation; returns (PreparedData, run_dir, the checkpoint to resume
+    from, whether this call started Ray). data.engine=ray starts or joins the cluster here, to prepare the data.
+    concurrent_runs: Tune trials that will share the cores."""
     from rtune.data.pipeline import prepare_data
     from rtune.fit import check_fit
     from rtune.tracking import check_backends
@@ -96,6 +104,15 @@ def preflight(cfg: RTuneConfig):
     if cfg.model.name_or_path is None:  # its vocabulary is the BPE trained on the data: at most this big
         model_config.vocab_size = cfg.model.tokenizer_vocab_size
     check_fit(cfg, model_config, local_cluster=not (cfg.ray_address or os.environ.get("RAY_ADDRESS")))
+    run_dir = _check_storage(cfg)
+    resume_from = _resume_point(cfg, run_dir)
+    started_ray = False
+    if cfg.data.engine == "ray":  # the cluster prepares the data, so it comes up first
+        from rtune.driver.resources import resolve_cpus_per_worker
+
+        if not (ray_initialized() or cfg.ray_address or os.environ.get("RAY_ADDRESS")):
+            resolve_cpus_per_worker(cfg, concurrent_runs)  # before a local Ray is sized for the workers
+        started_ray = _init_ray(cfg, _driver_progress(cfg, run_dir))
     prepared, _ = prepare_data(cfg)
     per_worker = prepared.train_blocks // max_workers(cfg)
     t = cfg.trainer
@@ -107,9 +124,7 @@ def preflight(cfg: RTuneConfig):
                           f"{per_worker} per worker, fewer than trainer.micro_batch_size="
                           f"{cfg.trainer.micro_batch_size}: use more data, a smaller data.seq_len, micro batch or "
                           "num_workers")
-    run_dir = _check_storage(cfg)
-    resume_from = _resume_point(cfg, run_dir)
-    return prepared, run_dir, resume_from
+    return prepared, run_dir, resume_from, started_ray
 
 
 def _scaling_workers(cfg: RTuneConfig):
@@ -299,16 +314,15 @@ def train(cfg: RTuneConfig, keep_ray: bool = False, callbacks: Optional[list] = 
     from rtune.worker.loop import train_loop_per_worker
 
     start = time.perf_counter()
-    prepared, run_dir, resume_from = preflight(cfg)
+    prepared, run_dir, resume_from, started_ray = preflight(cfg)
     packing = prepared.train_fill
     print(f"[rtune] run {cfg.run_name}: {describe_data(prepared)}", flush=True)
     print(f"[rtune] {where_things_go(cfg, run_dir)}", flush=True)
     # On a local cluster the driver reads rank 0's metrics from disk; elsewhere rank 0 prints them.
-    local_cluster = not (cfg.ray_address or os.environ.get("RAY_ADDRESS"))
-    driver_progress = run_dir is not None and local_cluster and os.environ.get("RTUNE_WORKER_LOGS") != "1"
+    driver_progress = _driver_progress(cfg, run_dir)
     if not (ray_initialized() or cfg.ray_address or os.environ.get("RAY_ADDRESS")):
         resolve_cpus_per_worker(cfg)  # before a local Ray is sized for the workers
-    started_ray = _init_ray(cfg, driver_progress)
+    started_ray = _init_ray(cfg, driver_progress) or started_ray
     resolve_cpus_per_worker(cfg)  # a joined cluster: what its nodes offer
     check_cluster_storage(cfg.storage_path)
     resume_step = ckpt_step(resume_from)

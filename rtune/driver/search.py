@@ -143,13 +143,14 @@ def run_search(cfg: RTuneConfig) -> int:
         cfg.sweep_name = sweep_name_for([json.dumps(defining, sort_keys=True)])
     cfg.storage_path = sweep_dir_for(cfg.storage_path, cfg.sweep_name)
     cfg.run_name = "tune"  # Tune's own directory
-    preflight(cfg)  # config, model, data (cached for every trial), storage: fail here, not in 8 trials
+    _refuse_second_local_cluster(cfg)
+    # config, model, data (cached for every trial), storage: fail here, not in 8 trials
+    *_, started_for_data = preflight(cfg, cfg.search.max_concurrent)
     cfg.run_name = None
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's table of trials, not its verbose per-report lines
-    _refuse_second_local_cluster(cfg)
     if not (cfg.ray_address or os.environ.get("RAY_ADDRESS")):
         resolve_cpus_per_worker(cfg, concurrent_runs=cfg.search.max_concurrent)  # before Ray is sized
-    started = _init_ray(cfg, driver_progress=False)
+    started = _init_ray(cfg, driver_progress=False) or started_for_data
     resolve_cpus_per_worker(cfg, concurrent_runs=cfg.search.max_concurrent)
     s, t = cfg.search, cfg.trainer
     grace = s.grace_period_steps or 2 * t.eval_every_steps

@@ -178,7 +178,11 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
 
     # ---- setup: data (cache hit: the driver prepared it), model, optimizer, resume state ----------
     prepared = PreparedData(**config["data"])
-    if not (os.path.exists(prepared.train_path) and os.path.exists(prepared.val_path)):
+    if cfg.data.engine == "ray":  # shared shards: read in place, or copied once to this node from a URI
+        from rtune.data.ray_engine import localize
+
+        prepared = localize(prepared, cfg)
+    elif not (os.path.exists(prepared.train_path) and os.path.exists(prepared.val_path)):
         prepared, _ = prepare_data(cfg)  # a node that does not share the driver's disk rebuilds its cache
     tokenizer = load_tokenizer_from(prepared.tokenizer_dir, trust_remote_code=False)
     train_set = PackedRows(prepared.train_path, tokenizer.pad_token_id)
