@@ -72,7 +72,3 @@ def test_ray_engine_reports_bad_data_and_config_in_one_line(tmp_path, ray_cluste
         f.write(b'{"content": "caf\xe9"}\n')
     with pytest.raises(ConfigError, match="part-00.jsonl is not valid UTF-8"):
         _prepare(tmp_path, "ray")
-    with pytest.raises(ConfigError, match="data.engine=ray prepares data.format=text"):
-        from rtune.config import validate
-
-        validate(compose("data=rust_chat", "data.engine=ray"))

@@ -122,7 +122,7 @@ def _encode_split(records, indices: np.ndarray, split: str, source: str, tokeniz
         backend, eos = tokenizer.backend_tokenizer, tokenizer.eos_token_id
 
         def encode_text(batch):
-            encoded = backend.encode_batch(batch[d.text_field], add_special_tokens=False)
+            encoded = backend.encode_batch_fast(batch[d.text_field], add_special_tokens=False)  # no offsets
             return {"input_ids": [e.ids + [eos] for e in encoded]}
 
         return subset.map(encode_text, batched=True, remove_columns=subset.column_names, new_fingerprint=key,
