@@ -88,7 +88,7 @@ def child(args) -> None:
     if args.engine == "ray":  # its two cluster stages, from the manifest
         with open(os.path.join(os.path.dirname(prepared.train_path), "manifest.json")) as f:
             manifest = json.load(f)
-        stages = {k: manifest[k] for k in ("count_s", "tokenize_s", "tokenizer_actors")}
+        stages = {k: manifest[k] for k in ("plan_s", "tokenize_s", "tokenizer_actors")}
     prepare_s = time.perf_counter() - start
     print("RESULT " + json.dumps({**stages, "prepare_s": round(prepare_s, 1), "ray_init_s": round(init_s, 1),
                                   "driver_rss_before_mb": round(before_mb), "driver_peak_rss_mb": round(peak_rss_mb()),
@@ -100,11 +100,11 @@ def plain_tokenize(tokenizer_dir: str, files: list) -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     from tokenizers import Tokenizer
 
-    from rtune.data.ray_engine import _docs_of
+    from rtune.data.ray_tasks import docs_of
 
     tokenizer = Tokenizer.from_file(os.path.join(tokenizer_dir, "tokenizer.json"))
     for path in files:
-        for docs in _docs_of(path, "content", 10**12):
+        for docs in docs_of(path, "content", 10**12):
             tokenizer.encode_batch_fast(docs, add_special_tokens=False)
 
 

@@ -56,7 +56,9 @@ resources=(--dashboard-agent-listen-port="$agent_port")
 [ -n "$num_gpus" ] && resources+=(--num-gpus="$num_gpus")
 
 if [ -n "$join" ]; then
-  args=(--address="$join" "${resources[@]}")
+  # A temp dir of its own: a node sharing the head's (two nodes on one machine) unpacks each job's working_dir
+  # into the same directory the head's job driver imports from, and the driver can meet files half-written.
+  args=(--address="$join" --temp-dir="$temp_dir" "${resources[@]}")
 else
   # Dashboard (and with it the Jobs API) on loopback only; the client server moves with the port so
   # two heads can share a machine.
@@ -72,9 +74,8 @@ export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
 export RAY_worker_niceness=${RAY_worker_niceness:-0}
 setsid ray start --block --disable-usage-stats "${args[@]}" >"$state_dir/ray.log" 2>&1 < /dev/null &
 echo $! > "$state_dir/pid"
-# Only a head runs under $temp_dir (a joining node takes the cluster's): stop_cluster.sh kills stragglers by
-# it, which for a worker node on the head's machine would take the head down too.
-if [ -z "$join" ]; then echo "$temp_dir" > "$state_dir/temp_dir"; else rm -f "$state_dir/temp_dir"; fi
+# Every node runs under a temp dir of its own: stop_cluster.sh kills this node's stragglers by it.
+echo "$temp_dir" > "$state_dir/temp_dir"
 
 if [ -n "$join" ]; then
   for _ in $(seq 1 60); do

@@ -52,7 +52,8 @@ def head(tmp_path_factory, ray_cluster):
     port, dashboard = _free_port(span=2), _free_port()
     env = {**os.environ, "RTUNE_CLUSTER_DIR": str(state / "head"), "RTUNE_RAY_TEMP_DIR": f"/tmp/rt-{port}"}
     # The worker node keeps a cache of its own (data.engine=ray copies shards there, never reads the head's).
-    worker_env = {**env, "RTUNE_CLUSTER_DIR": str(state / "worker"), "RTUNE_CACHE_DIR": str(state / "worker-cache")}
+    worker_env = {**env, "RTUNE_CLUSTER_DIR": str(state / "worker"), "RTUNE_CACHE_DIR": str(state / "worker-cache"),
+                  "RTUNE_RAY_TEMP_DIR": f"/tmp/rt-{port}-w"}
     started = subprocess.run(["bash", "scripts/start_cluster.sh", "--port", str(port), "--dashboard-port",
                               str(dashboard), "--num-cpus", "2"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert started.returncode == 0, started.stdout + started.stderr
@@ -71,7 +72,7 @@ def head(tmp_path_factory, ray_cluster):
                                  capture_output=True, text=True)
         assert stopped.returncode == 0, stopped.stderr
     # Only its own cluster is gone: nothing of it is left, and the session's Ray still answers.
-    assert _own_processes(info["temp_dir"]) == []
+    assert _own_processes(info["temp_dir"]) == [] and _own_processes(f"{info['temp_dir']}-w") == []
     import ray
 
     assert ray.is_initialized() and ray.cluster_resources().get("CPU", 0) >= 1

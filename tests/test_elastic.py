@@ -148,7 +148,7 @@ def test_elastic_group_continues_with_one_worker_after_losing_a_node(ray_cluster
 
     port, dashboard = _free_port(span=2), _free_port()
     env = {**os.environ, "RTUNE_CLUSTER_DIR": str(tmp_path / "head"), "RTUNE_RAY_TEMP_DIR": f"/tmp/re-{port}"}
-    worker_env = {**env, "RTUNE_CLUSTER_DIR": str(tmp_path / "worker")}
+    worker_env = {**env, "RTUNE_CLUSTER_DIR": str(tmp_path / "worker"), "RTUNE_RAY_TEMP_DIR": f"/tmp/re-{port}-w"}
     node = ["--join", f"127.0.0.1:{port}"]
     subprocess.run(["bash", "scripts/start_cluster.sh", "--port", str(port), "--dashboard-port", str(dashboard),
                     "--num-cpus", "1"], cwd=ROOT, env=env, check=True, capture_output=True)
@@ -179,7 +179,7 @@ def test_elastic_group_continues_with_one_worker_after_losing_a_node(ray_cluster
         subprocess.run(["bash", "scripts/stop_cluster.sh", *node], cwd=ROOT, env=worker_env, capture_output=True)
         subprocess.run(["bash", "scripts/stop_cluster.sh", "--port", str(port)], cwd=ROOT, env=env,
                        capture_output=True)
-    assert _own_processes(f"/tmp/re-{port}") == []
+    assert _own_processes(f"/tmp/re-{port}") == [] and _own_processes(f"/tmp/re-{port}-w") == []
 
     rows = _trained_rows(str(tmp_path / "elastic"))
     assert sorted(rows) == list(range(1, steps + 1))

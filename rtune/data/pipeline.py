@@ -184,6 +184,26 @@ def _fit_to_length(ids: List[List[int]], labels: Optional[List[List[int]]], seq_
     return kept_ids, kept_labels, stats
 
 
+def fit_samples(ids: List[List[int]], labels: Optional[List[List[int]]], cfg: RTuneConfig
+                ) -> Tuple[List[List[int]], Optional[List[List[int]]], Dict[str, int]]:
+    """The samples that go into rows: empty ones left out; with whole-sample packing, the too long dropped or
+    truncated (concat is a stream: long samples simply continue in the next row)."""
+    if packing_of(cfg) != "concat":
+        return _fit_to_length(ids, labels, cfg.data.seq_len, cfg.data.truncation)
+    stats = {"skipped_no_reply": sum(1 for s in ids if not s), "dropped_too_long": 0, "truncated": 0}
+    keep = [i for i, s in enumerate(ids) if s]
+    return [ids[i] for i in keep], ([labels[i] for i in keep] if labels is not None else None), stats
+
+
+def no_samples_left(split: str, source: str, stats: Dict[str, int], cfg: RTuneConfig) -> ConfigError:
+    phrases = {"skipped_no_reply": "had no assistant reply",
+               "dropped_too_long": f"were longer than {cfg.data.seq_len} tokens"}
+    reasons = ", ".join(f"{stats[k]} {phrase}" for k, phrase in phrases.items() if stats[k])
+    hint = "raise data.seq_len or set data.truncation=truncate" if stats["dropped_too_long"] else \
+        "check data.format and data.train_on"
+    return ConfigError(f"no {split} samples left in {source}: all {reasons}: {hint}")
+
+
 def _fit_pairs(encoded, seq_len: int, truncation: str):
     """Interleaved samples [chosen 0, rejected 0, chosen 1, ...] and their groups; a pair shares one row,
     so it must fit seq_len as a whole (truncate: each reply's sample cut to half a row)."""
@@ -226,19 +246,9 @@ def _pack_split(encoded, key: str, split: str, source: str, cfg: RTuneConfig) ->
         return out, save_rows(out, rows, stats)
     ids = encoded["input_ids"]
     labels = encoded["labels"] if "labels" in encoded.column_names else None
-    if packing == "concat":  # a stream: long samples simply continue in the next row
-        stats = {"skipped_no_reply": sum(1 for s in ids if not s), "dropped_too_long": 0, "truncated": 0}
-        keep = [i for i, s in enumerate(ids) if s]
-        ids, labels = [ids[i] for i in keep], ([labels[i] for i in keep] if labels is not None else None)
-    else:
-        ids, labels, stats = _fit_to_length(ids, labels, d.seq_len, d.truncation)
+    ids, labels, stats = fit_samples(ids, labels, cfg)
     if not ids:
-        phrases = {"skipped_no_reply": "had no assistant reply",
-                   "dropped_too_long": f"were longer than {d.seq_len} tokens"}
-        reasons = ", ".join(f"{stats[k]} {phrase}" for k, phrase in phrases.items() if stats[k])
-        hint = "raise data.seq_len or set data.truncation=truncate" if stats["dropped_too_long"] else \
-            "check data.format and data.train_on"
-        raise ConfigError(f"no {split} samples left in {source}: all {reasons}: {hint}")
+        raise no_samples_left(split, source, stats, cfg)
     rows = pack(ids, labels, d.seq_len, packing)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     return out, save_rows(out, rows, stats)

@@ -19,232 +19,49 @@ Why one file per call: Ray Data's block boundaries and output file names are not
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 import re
-import shutil
 import time
-from typing import Callable, Dict, Iterator, List, Tuple
+from dataclasses import asdict
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
-from rtune.config import ConfigError, RTuneConfig, is_uri
-from rtune.data.rows import TOKENS_META
+from rtune.config import ConfigError, RTuneConfig, is_uri, to_dict
+from rtune.data.ray_tasks import (ERROR_MARK, PackFiles, TokenizeFiles, count_file, download_dir, filesystem_of,
+                                  train_texts)
+from rtune.data.rows import SHARDS_META, TOKENS_META
 
 MANIFEST = "manifest.json"
-_ERROR = "rtune-data: "  # marks a user's data error raised inside Ray Data, so the driver can show just it
-_BATCH_RECORDS = 1024  # records read and tokenized at once: bounds a tokenizer actor's memory, not the file's
 
 
-class DataError(ValueError):
-    def __init__(self, message: str):
-        super().__init__(_ERROR + message)
-
-
-# ---- reading one corpus file (inside Ray Data tasks and actors) ----------------------------------------------
-
-def _open(path: str):
-    if path.startswith("hf://"):
-        from huggingface_hub import HfFileSystem
-
-        return HfFileSystem().open(path[len("hf://"):], "rb")
-    return open(path, "rb")
-
-
-def _is_doc(text) -> bool:
-    return isinstance(text, str) and bool(text.strip())  # load_records' rule: empty documents are dropped
-
-
-def _read_texts(path: str, field: str) -> Iterator[list]:
-    """The `field` of every record of one file, in order, in lists of up to _BATCH_RECORDS."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.json as pajson
-    import pyarrow.parquet as pq
-
-    ext = os.path.splitext(path)[1].lower()
-    with _open(path) as f:
-        if ext == ".parquet":
-            parquet = pq.ParquetFile(f)
-            if field not in parquet.schema_arrow.names:
-                raise DataError(f"data.text_field={field!r} is not a field of {path}; fields found: "
-                                f"{', '.join(parquet.schema_arrow.names)}: set data.text_field")
-            for batch in parquet.iter_batches(batch_size=_BATCH_RECORDS, columns=[field]):
-                yield batch.column(0).to_pylist()
-            return
-        raw = f.read()
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path} is not valid UTF-8 (byte {err.start}): re-encode the file as UTF-8") from None
-    if ext == ".txt":  # the `text` builder of datasets: one record per line, field "text"
-        texts = raw.decode("utf-8").splitlines()
-    elif ext == ".csv":
-        try:
-            table = pacsv.read_csv(io.BytesIO(raw), convert_options=pacsv.ConvertOptions(include_columns=[field]))
-        except (pa.ArrowInvalid, KeyError):
-            raise DataError(f"data.text_field={field!r} is not a column of {path}: set data.text_field") from None
-        texts = table.column(0).to_pylist()
-    else:
-        try:  # JSON lines; only the text field is parsed into Arrow
-            options = pajson.ParseOptions(explicit_schema=pa.schema([(field, pa.string())]),
-                                          unexpected_field_behavior="ignore")
-            texts = pajson.read_json(io.BytesIO(raw), parse_options=options).column(0).to_pylist()
-        except pa.ArrowInvalid:  # a JSON array of records, or a line that is not an object
-            texts = _json_array_texts(raw, path, field)
-        if texts and all(t is None for t in texts):
-            raise DataError(f"data.text_field={field!r} is not a field of {path}: set data.text_field to the "
-                            "field that holds the text")
-    for start in range(0, len(texts), _BATCH_RECORDS):
-        yield texts[start:start + _BATCH_RECORDS]
-
-
-def _json_array_texts(raw: bytes, path: str, field: str) -> list:
-    try:
-        records = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path} line {err.lineno} is not valid JSON: {err.msg}: fix or drop that record") from None
-    if not isinstance(records, list):
-        raise DataError(f"{path} holds neither JSON lines nor a JSON array of records")
-    return [r.get(field) if isinstance(r, dict) else None for r in records]
-
-
-def _count_file(row: Dict, field: str) -> Dict:
-    """Records in one file and the positions of the empty ones (what the driver needs to split)."""
-    records, empty = 0, []
-    for texts in _read_texts(row["path"], field):
-        empty += [records + j for j, text in enumerate(texts) if not _is_doc(text)]
-        records += len(texts)
-    return {"index": row["index"], "records": records, "empty": json.dumps(empty)}
-
-
-def _docs_of(path: str, field: str, keep_docs: int) -> Iterator[List[str]]:
-    """The first keep_docs non-empty documents of one file, in batches."""
-    seen = 0
-    for texts in _read_texts(path, field):
-        docs = [t for t in texts if _is_doc(t)][:max(0, keep_docs - seen)]
-        seen += len(docs)
-        if docs:
-            yield docs
-        if seen >= keep_docs:
-            return
-
-
-def _train_texts(path: str, field: str, keep_docs: int, val: List[int]) -> List[str]:
-    """One file's training documents (for training a BPE on the driver, one file in memory at a time)."""
-    val_set, out, position = set(val), [], 0
-    for docs in _docs_of(path, field, keep_docs):
-        out += [d for j, d in enumerate(docs, position) if j not in val_set]
-        position += len(docs)
-    return out
-
-
-# ---- storage: a local directory or a URI -------------------------------------------------------------------
-
-def _fs(root: str):
-    """(pyarrow filesystem, path inside it) for a local directory or a storage URI."""
-    from pyarrow import fs
-
-    return fs.FileSystem.from_uri(root) if is_uri(root) else (fs.LocalFileSystem(), root)
-
+# ---- storage the driver reads and writes ---------------------------------------------------------------------
 
 def _exists(root: str, name: str) -> bool:
     from pyarrow import fs as pafs
 
-    filesystem, path = _fs(root)
+    filesystem, path = filesystem_of(root)
     return filesystem.get_file_info(f"{path}/{name}").type != pafs.FileType.NotFound
 
 
 def _read_json(root: str, name: str) -> dict:
-    filesystem, path = _fs(root)
+    filesystem, path = filesystem_of(root)
     with filesystem.open_input_stream(f"{path}/{name}") as f:
         return json.loads(f.read())
 
 
 def _write_json(root: str, name: str, value: dict) -> None:
-    filesystem, path = _fs(root)
+    filesystem, path = filesystem_of(root)
     filesystem.create_dir(os.path.dirname(f"{path}/{name}"), recursive=True)
     with filesystem.open_output_stream(f"{path}/{name}") as f:
         f.write(json.dumps(value, indent=1).encode())
 
 
-def _download(root: str, local: str) -> str:
-    """A local copy of the directory `root` (a URI), made once per node and swapped in atomically."""
-    from pyarrow import fs as pafs
-
-    if os.path.isdir(local):
-        return local
-    filesystem, path = _fs(root)
-    tmp = f"{local}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    pafs.copy_files(path, tmp, source_filesystem=filesystem, destination_filesystem=pafs.LocalFileSystem())
-    try:
-        os.replace(tmp, local)
-    except OSError:  # another worker on this node finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return local
-
-
 def _node_cache(cfg: RTuneConfig) -> str:
     """This node's own cache: RTUNE_CACHE_DIR where the node was started with one, else data.cache_dir."""
     return os.path.abspath(os.path.expanduser(os.environ.get("RTUNE_CACHE_DIR") or cfg.data.cache_dir))
-
-
-# ---- the tokenizer actor -----------------------------------------------------------------------------------
-
-class TokenizeFiles:
-    """Ray Data actor: tokenizes whole files (one per call) and writes their train / val token shards.
-
-    Its settings are class attributes of a subclass made per run (`_actor_class`): constructor arguments would
-    travel through the object store, which Ray warns about for restartable actors. Only the Rust tokenizer
-    is loaded (not transformers): an actor starts in a fraction of a second.
-    """
-
-    settings: Dict = {}
-
-    def __init__(self):
-        from tokenizers import Tokenizer
-
-        root, cache_dir = self.settings["root"], self.settings["cache_dir"]
-        tokenizer_dir = f"{root}/tokenizer"
-        if is_uri(root):
-            tokenizer_dir = _download(tokenizer_dir, os.path.join(cache_dir, "tokenizers", os.path.basename(root)))
-        self.backend = Tokenizer.from_file(os.path.join(tokenizer_dir, "tokenizer.json"))
-        self.eos, self.root, self.field = self.settings["eos_token_id"], root, self.settings["field"]
-
-    def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, list]:
-        import ray
-
-        filesystem, path = _fs(self.root)
-        index, val = int(batch["index"][0]), set(json.loads(batch["val"][0]))
-        streams, tokens, documents, position = {}, {"train": 0, "val": 0}, {"train": 0, "val": 0}, 0
-        try:
-            for docs in _docs_of(str(batch["path"][0]), self.field, int(batch["keep_docs"][0])):
-                encoded = self.backend.encode_batch_fast(docs, add_special_tokens=False)  # no offsets: ~15% faster
-                chunks: Dict[str, list] = {"train": [], "val": []}
-                for j, e in enumerate(encoded, position):
-                    split = "val" if j in val else "train"
-                    chunks[split].append(np.asarray(e.ids + [self.eos], dtype=np.uint32))
-                position += len(docs)
-                for split, arrays in chunks.items():
-                    if not arrays:
-                        continue
-                    if split not in streams:
-                        filesystem.create_dir(f"{path}/{split}", recursive=True)
-                        streams[split] = filesystem.open_output_stream(f"{path}/{split}/tok-{index:06d}.bin")
-                    flat = np.concatenate(arrays)
-                    streams[split].write(flat.tobytes())
-                    tokens[split] += len(flat)
-                    documents[split] += len(arrays)
-        finally:
-            for stream in streams.values():
-                stream.close()
-        node = ray.get_runtime_context().get_node_id()
-        return {"index": [index, index], "split": ["train", "val"], "tokens": [tokens["train"], tokens["val"]],
-                "documents": [documents["train"], documents["val"]], "node": [node, node]}
 
 
 # ---- the driver ----------------------------------------------------------------------------------------------
@@ -255,7 +72,7 @@ def _collect(run: Callable[[], list]) -> list:
     try:
         return run()
     except Exception as err:
-        found = re.search(re.escape(_ERROR) + r"(.+)", str(err))
+        found = re.search(re.escape(ERROR_MARK) + r"(.+)", str(err))
         if found:
             raise ConfigError(found.group(1).strip()) from None
         raise
@@ -330,33 +147,83 @@ def _tokenizer(cfg: RTuneConfig, plan: List[dict], n_train_files: int, key: str)
     from rtune.model import load_tokenizer_from, train_bpe_tokenizer
 
     m, d = cfg.model, cfg.data
-    if m.tokenizer or m.name_or_path:
+    if m.tokenizer or m.name_or_path:  # with the chat template the format needs
         return get_tokenizer(cfg, None, np.zeros(0, dtype=np.int64), "")
     out_dir = os.path.join(d.cache_dir, "tokenizers", f"ray-{key}")
     if os.path.isdir(out_dir):
-        return load_tokenizer_from(out_dir, trust_remote_code=False)
-    read = ray.remote(num_cpus=1)(_train_texts)
+        return _with_template(load_tokenizer_from(out_dir, trust_remote_code=False), cfg)
+    read = ray.remote(num_cpus=1)(train_texts)
 
     def texts():
         jobs = [p for p in plan[:n_train_files] if p["keep_docs"]]
-        pending = [read.remote(p["path"], d.text_field, p["keep_docs"], json.loads(p["val"])) for p in jobs[:2]]
+        data = asdict(d)
+        pending = [read.remote(p["path"], data, p["keep_docs"], json.loads(p["val"])) for p in jobs[:2]]
         for i in range(len(jobs)):  # two files in flight: the next is read while this one trains the BPE
             chunk = _collect(lambda: ray.get(pending.pop(0)))
             if i + 2 < len(jobs):
                 p = jobs[i + 2]
-                pending.append(read.remote(p["path"], d.text_field, p["keep_docs"], json.loads(p["val"])))
+                pending.append(read.remote(p["path"], data, p["keep_docs"], json.loads(p["val"])))
             yield from chunk
 
-    return train_bpe_tokenizer(texts(), m.tokenizer_vocab_size, out_dir)
+    return _with_template(train_bpe_tokenizer(texts(), m.tokenizer_vocab_size, out_dir), cfg)
 
 
-def _prepared(root: str, manifest: dict):
-    from rtune.data.pipeline import PreparedData
+def _with_template(tokenizer, cfg: RTuneConfig):
+    from rtune.data.pipeline import CHAT_FORMATS
+    from rtune.data.templates import apply_template
+
+    if cfg.data.format in CHAT_FORMATS:
+        apply_template(tokenizer, cfg.data.chat_template)
+    return tokenizer
+
+
+def _prepared(root: str, manifest: dict, cfg: RTuneConfig, tokenizer):
+    from rtune.data.pipeline import CHAT_FORMATS, PreparedData, packing_of
+    from rtune.data.templates import end_of_turn
 
     train, val = manifest["splits"]["train"], manifest["splits"]["val"]
+    stats = {k: train.get(k, 0) + val.get(k, 0) for k in ("skipped_no_reply", "dropped_too_long", "truncated")}
     return PreparedData(f"{root}/train", f"{root}/val", f"{root}/tokenizer", train["documents"], val["documents"],
                         train["tokens"], val["tokens"], train["rows"], val["rows"], manifest["seq_len"],
-                        packing="concat", train_target_tokens=train["tokens"], val_target_tokens=val["tokens"])
+                        packing=packing_of(cfg), train_target_tokens=train["target_tokens"],
+                        val_target_tokens=val["target_tokens"], **stats,
+                        end_of_turn=end_of_turn(tokenizer) if cfg.data.format in CHAT_FORMATS else None)
+
+
+def _save_tokenizer(tokenizer, root: str, cache_dir: str, key: str) -> None:
+    from pyarrow import fs as pafs
+
+    filesystem, path = filesystem_of(root)
+    if not is_uri(root):
+        tokenizer.save_pretrained(f"{path}/tokenizer")
+        return
+    local = os.path.join(cache_dir, "tokenizers", f"upload-{key}")
+    tokenizer.save_pretrained(local)
+    filesystem.create_dir(f"{path}/tokenizer", recursive=True)
+    pafs.copy_files(local, f"{path}/tokenizer", source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=filesystem)
+
+
+def _split_summaries(cfg: RTuneConfig, root: str, written: List[dict], stream: bool) -> Dict[str, dict]:
+    """Per split: list its shards in order (tokens.json / shards.json) and total their counts."""
+    from rtune.data.pipeline import no_samples_left
+
+    d, out = cfg.data, {}
+    for split in ("train", "val"):
+        mine = sorted((r for r in written if r["split"] == split), key=lambda r: r["index"])
+        total = {k: sum(r[k] for r in mine) for k in ("tokens", "documents", "target_tokens", "rows",
+                                                      "skipped_no_reply", "dropped_too_long", "truncated")}
+        if stream:
+            _write_json(root, f"{split}/{TOKENS_META}", {"seq_len": d.seq_len, "files": [
+                [f"tok-{r['index']:06d}.bin", r["tokens"]] for r in mine if r["tokens"]]})
+            total["rows"] = max(1, -(-total["tokens"] // d.seq_len))
+        else:
+            if total["rows"] == 0:
+                raise no_samples_left(split, d.eval_path if split == "val" and d.eval_path else d.path, total, cfg)
+            _write_json(root, f"{split}/{SHARDS_META}", {"shards": [
+                f"rows-{r['index']:06d}" for r in mine if r["rows"]]})
+        out[split] = total
+    return out
 
 
 def prepare_with_ray(cfg: RTuneConfig):
@@ -364,7 +231,7 @@ def prepare_with_ray(cfg: RTuneConfig):
     import ray
     import ray.data
 
-    from rtune.data.pipeline import _key
+    from rtune.data.pipeline import _key, packing_of
     from rtune.data.sources import corpus_files
     from rtune.model import tokenizer_fingerprint
 
@@ -377,56 +244,43 @@ def prepare_with_ray(cfg: RTuneConfig):
     items = [{"index": i, "path": p} for i, p in enumerate(files)]
     started = time.perf_counter()
     # Plain Ray tasks (Ray Data's first pipeline costs seconds of start-up; these take prestarted workers).
-    count = ray.remote(num_cpus=1)(_count_file)
-    counts = _collect(lambda: ray.get([count.remote(item, d.text_field) for item in items]))
+    count = ray.remote(num_cpus=1)(count_file)
+    counts = _collect(lambda: ray.get([count.remote(item, asdict(d)) for item in items]))
     plan = _plan(cfg, files, len(train_files), counts)
-    source_key = _key("ray-v1", *map(_stat, files), len(train_files), d.text_field, d.val_fraction, cfg.seed,
-                      d.max_documents)
+    source_key = _key("ray-v2", *map(_stat, files), len(train_files), d.format, d.text_field, d.messages_field,
+                      d.train_on, d.val_fraction, cfg.seed, d.max_documents)
     tokenizer = _tokenizer(cfg, plan, len(train_files), source_key)
-    key = _key(source_key, tokenizer_fingerprint(tokenizer), d.seq_len)
+    key = _key(source_key, tokenizer_fingerprint(tokenizer), d.seq_len, packing_of(cfg), d.truncation)
     root = f"{d.cache_uri.rstrip('/')}/{key}"
     if _exists(root, MANIFEST):  # prepared before, by this or any other run on this storage
         print(f"[rtune] data.engine=ray: prepared data found at {root}", flush=True)
-        return _prepared(root, _read_json(root, MANIFEST)), tokenizer
+        return _prepared(root, _read_json(root, MANIFEST), cfg, tokenizer), tokenizer
 
-    _, path = _fs(root)
-    if is_uri(root):
-        local = os.path.join(d.cache_dir, "tokenizers", f"upload-{key}")
-        tokenizer.save_pretrained(local)
-        from pyarrow import fs as pafs
-
-        filesystem, _ = _fs(root)
-        filesystem.create_dir(f"{path}/tokenizer", recursive=True)
-        pafs.copy_files(local, f"{path}/tokenizer", source_filesystem=pafs.LocalFileSystem(),
-                        destination_filesystem=filesystem)
-    else:
-        tokenizer.save_pretrained(f"{path}/tokenizer")
-    count_s = time.perf_counter() - started
+    _save_tokenizer(tokenizer, root, d.cache_dir, key)
+    plan_s = time.perf_counter() - started
     actors = max(1, min(len(files), int(ray.available_resources().get("CPU", 1))))
+    # Raw text in concat packing is a token stream; anything else is packed into rows, file by file.
+    stream = d.format == "text" and packing_of(cfg) == "concat"
+    settings = {"root": root, "cache_dir": d.cache_dir, "field": d.text_field, "eos_token_id": tokenizer.eos_token_id,
+                "cfg": to_dict(cfg)}
+    actor = TokenizeFiles if stream else PackFiles
     started = time.perf_counter()
     written = _collect(ray.data.from_items(plan, override_num_blocks=len(plan)).map_batches(
-        type("TokenizeFiles", (TokenizeFiles,), {"settings": {
-            "root": root, "field": d.text_field, "cache_dir": d.cache_dir, "eos_token_id": tokenizer.eos_token_id}}),
+        type(actor.__name__, (actor,), {"settings": settings}),
         batch_size=1, num_cpus=1,  # one file at a time per actor: the files spread over the nodes
         compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1)).take_all)
-    manifest = {"version": 1, "key": key, "seq_len": d.seq_len, "files": len(files), "splits": {},
-                "files_per_node": {}, "tokenizer_actors": actors, "count_s": round(count_s, 1),
-                "tokenize_s": round(time.perf_counter() - started, 1)}
-    for split in ("train", "val"):
-        shards = sorted((r["index"], r["tokens"], r["documents"]) for r in written if r["split"] == split)
-        tokens = sum(t for _, t, _ in shards)
-        _write_json(root, f"{split}/{TOKENS_META}", {"seq_len": d.seq_len, "files": [
-            [f"tok-{i:06d}.bin", t] for i, t, _ in shards if t]})
-        manifest["splits"][split] = {"tokens": tokens, "documents": sum(n for _, _, n in shards),
-                                     "rows": max(1, -(-tokens // d.seq_len))}
+    tokenize_s = time.perf_counter() - started
+    nodes = {}
     for r in written:
         if r["split"] == "train":
-            manifest["files_per_node"][r["node"]] = manifest["files_per_node"].get(r["node"], 0) + 1
+            nodes[r["node"]] = nodes.get(r["node"], 0) + 1
+    manifest = {"version": 2, "key": key, "seq_len": d.seq_len, "files": len(files),
+                "splits": _split_summaries(cfg, root, written, stream), "files_per_node": nodes,
+                "tokenizer_actors": actors, "plan_s": round(plan_s, 1), "tokenize_s": round(tokenize_s, 1)}
     _write_json(root, MANIFEST, manifest)  # last: the shards are complete once this exists
-    print(f"[rtune] data.engine=ray: {len(files)} file(s) tokenized by {actors} actor(s) on "
-          f"{len(manifest['files_per_node'])} node(s) into {root} (counted in {count_s:.1f} s, tokenized in "
-          f"{manifest['tokenize_s']} s)", flush=True)
-    return _prepared(root, manifest), tokenizer
+    print(f"[rtune] data.engine=ray: {len(files)} file(s) tokenized by {actors} actor(s) on {len(nodes)} node(s) "
+          f"into {root} (planned in {plan_s:.1f} s, tokenized in {tokenize_s:.1f} s)", flush=True)
+    return _prepared(root, manifest, cfg, tokenizer), tokenizer
 
 
 def localize(prepared, cfg: RTuneConfig):
@@ -435,7 +289,7 @@ def localize(prepared, cfg: RTuneConfig):
 
     root = os.path.dirname(prepared.train_path)
     if is_uri(root):
-        local = _download(root, os.path.join(_node_cache(cfg), "shards", os.path.basename(root)))
+        local = download_dir(root, os.path.join(_node_cache(cfg), "shards", os.path.basename(root)))
     elif os.path.exists(os.path.join(root, MANIFEST)):
         local = root
     else:

@@ -14,7 +14,9 @@ The `ray` engine (`ray_engine.py`) writes a split as token shards instead, one p
     tokens.json        seq_len and the shards in order with their token counts
 
 and row b is tokens [b*seq_len, (b+1)*seq_len) of the shards read back to back, the last row padded:
-concat packing, the same rows the datasets engine packs from the same documents.
+concat packing, the same rows the datasets engine packs from the same documents. For other formats and
+packings it writes one packed directory (the layout above) per corpus file, listed in order in
+`shards.json`, and a split's rows are theirs read back to back.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from rtune.data.packing import IGNORE, PAD, Rows
 
 META = "rows.json"
 TOKENS_META = "tokens.json"
+SHARDS_META = "shards.json"
 
 
 def save_rows(path: str, rows: Rows, extra: Dict[str, int]) -> Dict[str, int]:
@@ -67,6 +70,8 @@ class PackedRows:
         self.pad_token_id = pad_token_id
         if os.path.exists(os.path.join(path, TOKENS_META)):
             self.arrays = {"input_ids": TokenStream(path)}
+        elif os.path.exists(os.path.join(path, SHARDS_META)):
+            self.arrays = RowShards(path).columns()
         else:
             self.arrays = {name[:-4]: np.load(os.path.join(path, name), mmap_mode="r")
                            for name in sorted(os.listdir(path)) if name.endswith(".npy")}
@@ -123,6 +128,41 @@ class TokenStream:
             filled += take
             shard += 1
         return row
+
+
+class RowShards:
+    """Packed directories (one per corpus file, from the ray engine) read back to back, column by column."""
+
+    def __init__(self, path: str):
+        with open(os.path.join(path, SHARDS_META)) as f:
+            names = json.load(f)["shards"]
+        self.parts = [{n[:-4]: np.load(os.path.join(path, name, n), mmap_mode="r")
+                       for n in sorted(os.listdir(os.path.join(path, name))) if n.endswith(".npy")} for name in names]
+        self.starts = np.concatenate([[0], np.cumsum([p["input_ids"].shape[0] for p in self.parts], dtype=np.int64)])
+        self.seq_len = int(self.parts[0]["input_ids"].shape[1])
+
+    def columns(self) -> Dict[str, _Column]:
+        return {name: _Column(self, name) for name in sorted({n for p in self.parts for n in p})}
+
+    def row(self, name: str, index: int) -> np.ndarray:
+        index = int(index) + (int(self.starts[-1]) if index < 0 else 0)
+        if not 0 <= index < self.starts[-1]:
+            raise IndexError(index)
+        shard = int(np.searchsorted(self.starts, index, side="right")) - 1
+        part, local = self.parts[shard], index - int(self.starts[shard])
+        if name in part:
+            return part[name][local]
+        # A shard may leave out a column that equals its default (pack() omits those).
+        return part["input_ids"][local] if name == "labels" else np.arange(self.seq_len, dtype=np.int32)
+
+
+class _Column:
+    def __init__(self, shards: RowShards, name: str):
+        self.shards, self.name = shards, name
+        self.shape = (int(shards.starts[-1]), shards.seq_len)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.shards.row(self.name, index)
 
 
 def collate(items: List[dict]) -> dict:
