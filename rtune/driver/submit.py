@@ -107,7 +107,8 @@ def _client(address: str):
         return JobSubmissionClient(address, headers=auth_headers())
     except Exception as err:  # ConnectionError, or Ray's auth message
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "401" in text or "403" in text or "uthenticat" in text:
+        # HTTP status codes as whole words: a port such as 44015 holds "401" too
+        if re.search(r"\b40[13]\b", text) or "uthenticat" in text:
             raise ConfigError(f"the Ray cluster at {address} refused the request ({text[:120]}): copy the head "
                               "node's ~/.ray/auth_token here or set RAY_AUTH_TOKEN") from None
         raise ConfigError(f"cannot reach the Ray Jobs API at {address} ({text[:160]}): start a cluster with "
