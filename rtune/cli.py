@@ -27,6 +27,8 @@ commands:
   docs [--write | --check]         the configuration reference (docs/configuration.md), generated from the schema
   submit [--address URL] [--no-wait] -- train [KEY=VALUE ...]
                                   run it as a job on a Ray cluster (Jobs API); exits with the job's status
+  up [--num-cpus N] / down        keep a local Ray (127.0.0.1) running: later train / tune runs join it and
+                                  skip Ray's start-up; `down` stops it
 
 examples:
   python -m rtune train                                  # tiny GPT-2 on bundled Rust, 2 CPU workers
@@ -209,6 +211,15 @@ def _generate(args: List[str]) -> None:
     print(generate(os.path.abspath(args[0]), **options))
 
 
+def _up_down(command: str, args: List[str]) -> None:
+    from rtune.driver import local_ray
+
+    if command == "down" and args or command == "up" and not (args == [] or len(args) == 2 and args[0] == "--num-cpus"
+                                                              and args[1].isdigit() and int(args[1]) > 0):
+        raise UserError(f"usage: python -m rtune {'up [--num-cpus N]' if command == 'up' else 'down'}")
+    print(local_ray.up(int(args[1]) if args else None) if command == "up" else local_ray.down(), flush=True)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -235,8 +246,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from rtune.driver.submit import main as submit_main
 
         return _guarded(lambda: submit_main(rest))
+    if command in ("up", "down"):
+        return _guarded(lambda: _up_down(command, rest))
     if command != "train":
-        print(f"rtune: error: unknown command {command!r}: use train, tune, submit, export, generate or docs",
+        print(f"rtune: error: unknown command {command!r}: use train, tune, submit, up, down, export, generate or docs",
               file=sys.stderr)
         return 2
     if any(arg.split("=")[0] in HYDRA_FLAGS for arg in rest):

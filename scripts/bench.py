@@ -18,6 +18,9 @@ then each at its defaults (what a user gets without tuning anything):
   bare_default    the plain loop at torch's default threads (all cores)
   rtune1_default  python -m rtune train num_workers=1 (cpus_per_worker=auto: all cores)
 
+and once more rtune2 joining a local cluster that `python -m rtune up` keeps (rtune2_kept: Ray's own
+start-up already paid, as for repeated runs on one machine; the cluster is started before and stopped after).
+
 Measured for each: steady-state tokens/s (non-padding tokens; the first WARMUP steps left out), time
 to first step (from launching the process to the end of optimizer step 1), wall time, peak RSS per
 process. Also: packing efficiency (non-padding share of the training blocks) of rtune's packing vs
@@ -199,6 +202,15 @@ def launch_rtune(workers: int, args, cpus: str = "1") -> dict:
     return out
 
 
+def launch_rtune_kept(workers: int, args) -> dict:
+    """rtune joining a local cluster `python -m rtune up` keeps (what repeated runs on one machine get)."""
+    subprocess.run([sys.executable, "-m", "rtune", "up"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    try:
+        return launch_rtune(workers, args)
+    finally:
+        subprocess.run([sys.executable, "-m", "rtune", "down"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+
+
 def summarize(times, tokens, rss, t0, wall, warmup) -> dict:
     return {"steady_tokens_per_s": round(steady(times, tokens, warmup), 1),
             "time_to_first_step_s": round(times[0] - t0, 2), "wall_s": round(wall, 2),
@@ -273,7 +285,8 @@ def main() -> None:
                "rtune1": lambda: launch_rtune(1, args), "torchrun": lambda: launch_child("ddp", args, 2),
                "rtune2": lambda: launch_rtune(2, args),
                "bare_default": lambda: launch_child("bare", args, threads=0),
-               "rtune1_default": lambda: launch_rtune(1, args, cpus="auto")}
+               "rtune1_default": lambda: launch_rtune(1, args, cpus="auto"),
+               "rtune2_kept": lambda: launch_rtune_kept(2, args)}
     if args.quick:  # the smoke test walks every code path once: both launchers, both thread settings
         systems = {k: systems[k] for k in ("bare_default", "hf", "torchrun", "rtune1_default")}
     for name, run in systems.items():
@@ -294,6 +307,7 @@ def main() -> None:
                    "rtune2_vs_torchrun": ratio("rtune2", "torchrun", "steady_tokens_per_s"),
                    "rtune_vs_hf_trainer": ratio("rtune1", "hf", "steady_tokens_per_s"),
                    "ttfs_vs_torchrun": ratio("rtune2", "torchrun", "time_to_first_step_s"),
+                   "ttfs_kept_cluster_vs_torchrun": ratio("rtune2_kept", "torchrun", "time_to_first_step_s"),
                    "defaults_rtune1_vs_bare": ratio("rtune1_default", "bare_default", "steady_tokens_per_s")},
         "packing": packing_efficiency(args.quick),
     }

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Start a Ray cluster node for rtune on this machine.
 #
-#   scripts/start_cluster.sh                      head node: GCS on 127.0.0.1:6379, dashboard + Jobs API on
+#   scripts/start_cluster.sh                      head node: GCS on port 6379, dashboard + Jobs API on
 #                                                 http://127.0.0.1:8265 (loopback only; reach it with ssh -L)
+#                                                 (Ray's own processes listen on the machine's address so that
+#                                                 other nodes can join; `python -m rtune up` is loopback-only)
 #   scripts/start_cluster.sh --join HEAD:PORT     worker node: join the head at HEAD:PORT (run on each extra machine)
 #
 # Options (or the environment variables in brackets):
@@ -33,7 +35,7 @@ while [ $# -gt 0 ]; do
     --num-cpus) num_cpus=$2; shift 2 ;;
     --num-gpus) num_gpus=$2; shift 2 ;;
     --join) join=$2; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "start_cluster.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -2,6 +2,10 @@
 
     python scripts/startup.py --label after --baseline-repo /path/to/old/checkout --runs 2
     python scripts/startup.py --multirun --label after --baseline-repo /path/to/old/checkout --runs 1
+    python scripts/startup.py --kept --label after --runs 3
+
+With --kept, `python -m rtune up` starts a local cluster first and every measured run joins it (what
+repeated runs on one machine get); `python -m rtune down` stops it at the end.
 
 Launches `python -m rtune train trainer.max_steps=3` (the default model, data and 2 workers) and
 measures from launching the process to the end of optimizer step 1 (the `time` of step 1 in
@@ -57,18 +61,25 @@ def main() -> None:
                         "between it and this one (Ray's start-up varies by ~10 s run to run)")
     parser.add_argument("--baseline-label", default="before")
     parser.add_argument("--multirun", action="store_true", help="time a 2-job sweep instead of one run")
+    parser.add_argument("--kept", action="store_true", help="runs join a cluster `python -m rtune up` keeps")
     parser.add_argument("--out", default=os.path.join(ROOT, "results", "benchmarks", "startup.json"))
     args = parser.parse_args()
     measure = sweep_run if args.multirun else one_run
-    prefix = "multirun: " if args.multirun else ""
+    prefix = ("multirun: " if args.multirun else "") + ("kept cluster: " if args.kept else "")
+    if args.kept:
+        subprocess.run([sys.executable, "-m", "rtune", "up"], check=True, cwd=ROOT)
     one_run()  # warm the data cache and the OS page cache; not counted
     repos = {prefix + args.label: ROOT}
     if args.baseline_repo:
         repos = {prefix + args.baseline_label: os.path.abspath(args.baseline_repo), **repos}
     runs = {label: [] for label in repos}
-    for _ in range(args.runs):
-        for label, repo in repos.items():  # interleaved, so drift hits both alike
-            runs[label].append(measure(repo))
+    try:
+        for _ in range(args.runs):
+            for label, repo in repos.items():  # interleaved, so drift hits both alike
+                runs[label].append(measure(repo))
+    finally:
+        if args.kept:
+            subprocess.run([sys.executable, "-m", "rtune", "down"], check=True, cwd=ROOT)
     report = json.load(open(args.out)) if os.path.exists(args.out) else {
         "what": "time to first step of `python -m rtune train trainer.max_steps=3` (default: tiny GPT-2, 2 CPU "
                 "workers) from process launch; median of interleaved runs after one warm-up run",

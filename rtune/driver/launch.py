@@ -84,14 +84,31 @@ def preflight(cfg: RTuneConfig, concurrent_runs: int = 1):
     """All driver-side checks and data preparation; returns (PreparedData, run_dir, the checkpoint to resume
     from, whether this call started Ray). data.engine=ray starts or joins the cluster here, to prepare the data.
     concurrent_runs: Tune trials that will share the cores."""
-    from rtune.data.pipeline import prepare_data
-    from rtune.fit import check_fit
     from rtune.tracking import check_backends
-    from rtune.model import check_lora_targets, load_model_config, max_context
 
     validate(cfg)
     finalize(cfg)
     check_backends(cfg)
+    local_head = not (ray_initialized() or cfg.ray_address or os.environ.get("RAY_ADDRESS"))
+    if local_head:  # the local Ray comes up in its own process while the checks and the data below run
+        from rtune.driver import local_ray
+        from rtune.driver.resources import resolve_cpus_per_worker
+
+        resolve_cpus_per_worker(cfg, concurrent_runs)  # before the local Ray is sized for the workers
+        local_ray.start_early(local_num_cpus(cfg))
+    try:
+        return _checks_and_data(cfg, concurrent_runs)
+    except BaseException:
+        if local_head:
+            local_ray.cancel_early()  # a refused run leaves no Ray process behind
+        raise
+
+
+def _checks_and_data(cfg: RTuneConfig, concurrent_runs: int):
+    from rtune.data.pipeline import prepare_data
+    from rtune.fit import check_fit
+    from rtune.model import check_lora_targets, load_model_config, max_context
+
     if cfg.strategy.name == "deepspeed":
         _check_deepspeed_toolchain()
     model_config = load_model_config(cfg.model)  # fails fast (one line) when the hub is unreachable
@@ -108,10 +125,6 @@ def preflight(cfg: RTuneConfig, concurrent_runs: int = 1):
     resume_from = _resume_point(cfg, run_dir)
     started_ray = False
     if cfg.data.engine == "ray":  # the cluster prepares the data, so it comes up first
-        from rtune.driver.resources import resolve_cpus_per_worker
-
-        if not (ray_initialized() or cfg.ray_address or os.environ.get("RAY_ADDRESS")):
-            resolve_cpus_per_worker(cfg, concurrent_runs)  # before a local Ray is sized for the workers
         started_ray = _init_ray(cfg, _driver_progress(cfg, run_dir))
     prepared, _ = prepare_data(cfg)
     per_worker = prepared.train_blocks // max_workers(cfg)
@@ -141,21 +154,21 @@ def worker_env(use_gpu: bool) -> Dict[str, str]:
     return env
 
 
-def init_local_ray(num_cpus: int, use_gpu: bool = False, log_to_driver: bool = True) -> None:
-    """Start a local Ray with the dashboard on loopback (without it Ray logs an error every 2 s)."""
-    import ray
+def init_local_ray(num_cpus: int, use_gpu: bool = False, log_to_driver: bool = True) -> bool:
+    """Join rtune's local Ray on 127.0.0.1 (rtune/driver/local_ray.py): the cluster `rtune up` keeps (returns
+    True), else this process's own head, started early by the preflight or now."""
+    from rtune.driver import local_ray
 
-    # Ray starts workers at nice 15, below its own ~15 helper processes; when training fills every core
-    # (2 workers on 2 cores) that priority gap cost throughput here. Training is the point: nice 0.
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    # address="local": always a new cluster. Without it Ray joins whatever /tmp/ray/ray_current_cluster names,
-    # which a crashed `ray start` leaves behind (and then refuses num_cpus).
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-             _node_ip_address="127.0.0.1", runtime_env={"env_vars": worker_env(use_gpu)}, logging_level="warning",
-             log_to_driver=log_to_driver)
+    return local_ray.connect(num_cpus, {"env_vars": worker_env(use_gpu)}, log_to_driver=log_to_driver)
 
 
-_STARTED_LOCAL_RAY = False  # this process started the local cluster it is connected to
+def local_num_cpus(cfg: RTuneConfig) -> int:
+    """CPUs a local cluster offers: the machine's, or more when the workers reserve more (Ray queues them)."""
+    per_worker = cfg.cpus_per_worker if isinstance(cfg.cpus_per_worker, int) else 1
+    return max(os.cpu_count() or 1, max_workers(cfg) * per_worker)
+
+
+_STARTED_LOCAL_RAY = False  # this process is connected to a local cluster on 127.0.0.1 (its own or `rtune up`'s)
 
 
 def _init_ray(cfg: RTuneConfig, driver_progress: bool) -> bool:
@@ -170,12 +183,15 @@ def _init_ray(cfg: RTuneConfig, driver_progress: bool) -> bool:
         return False
     address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
+        from rtune.driver.local_ray import prepare_join
+
+        prepare_join(address)
         ray.init(address=address, runtime_env={"env_vars": worker_env(cfg.use_gpu)}, logging_level="warning")
     else:
         global _STARTED_LOCAL_RAY
-        init_local_ray(max(os.cpu_count() or 1, max_workers(cfg) * cfg.cpus_per_worker), cfg.use_gpu,
-                       log_to_driver=not driver_progress)
+        kept = init_local_ray(local_num_cpus(cfg), cfg.use_gpu, log_to_driver=not driver_progress)
         _STARTED_LOCAL_RAY = True
+        return not kept  # a cluster `rtune up` keeps is left running
     return True
 
 
@@ -364,9 +380,9 @@ def train(cfg: RTuneConfig, keep_ray: bool = False, callbacks: Optional[list] = 
         if progress is not None:
             progress.stop()
         if started_ray and not keep_ray:
-            import ray
+            from rtune.driver import local_ray
 
-            ray.shutdown()
+            local_ray.shutdown()
 
 
 class TrainingFailed(RuntimeError):

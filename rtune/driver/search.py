@@ -128,7 +128,6 @@ def _trial(config: Dict[str, Any], base: Dict[str, Any]) -> None:
 
 def run_search(cfg: RTuneConfig) -> int:
     """Run the search, write the sweep summary, print the best trial. Exit code 1 if every trial failed."""
-    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
@@ -174,7 +173,9 @@ def run_search(cfg: RTuneConfig) -> int:
         results = tuner.fit()
     finally:
         if started:
-            ray.shutdown()
+            from rtune.driver import local_ray
+
+            local_ray.shutdown()
     return _summarize(cfg, results)
 
 
@@ -188,7 +189,11 @@ def _refuse_second_local_cluster(cfg: RTuneConfig) -> None:
     import ray
     from ray._private.services import find_gcs_addresses
 
+    from rtune.driver.local_ray import kept_address
+
     if ray.is_initialized() or cfg.ray_address or os.environ.get("RAY_ADDRESS") or cfg.search.scheduler != "asha":
+        return
+    if kept_address() is not None:  # the cluster `rtune up` keeps: joined, not a second one
         return
     running = sorted(find_gcs_addresses())
     if running:
