@@ -90,8 +90,8 @@ class DataConfig:
             format and packing). `ray`: Ray Data tokenizes the files in parallel across the cluster (a pool
             of tokenizer actors, one file per call) and writes token shards plus a manifest to
             `data.cache_uri`, where workers on any node read their rows; the driver's memory stays bounded
-            whatever the corpus size. Raw text (concat): the `datasets` engine's rows; other formats: the
-            same samples, packed file by file. Not for preference pairs.
+            whatever the corpus size. Raw text (concat): the `datasets` engine's rows; other formats
+            (preference pairs too): the same samples, packed file by file.
         cache_uri: The `ray` engine's data cache: a directory every node mounts or a storage URI (s3://,
             gs://, file://). null: `<storage_path>/data_cache`. Workers copy a URI's shards to their node's
             cache_dir once.
@@ -488,9 +488,6 @@ def validate(cfg: RTuneConfig) -> None:
         raise ConfigError(f"data.val_fraction must be between 0 and 1, got {d.val_fraction}")
     if d.engine not in ENGINES:
         raise ConfigError(f"data.engine must be one of {', '.join(ENGINES)}, got {d.engine!r}")
-    if d.engine == "ray" and d.format == "preference":
-        raise ConfigError("data.engine=ray does not prepare data.format=preference (pairs) yet: use "
-                          "data.engine=datasets for it")
     if d.max_documents is not None and d.max_documents < 2:
         raise ConfigError("data.max_documents must be at least 2 (one to train on, one to validate)")
     if cfg.strategy.fsdp_state not in ("sharded", "full"):

@@ -66,8 +66,6 @@ def jsonl(tmp_path):
     (["data.seq_len=4096"], ["data.seq_len=4096", "context of 512"]),
     (["data.path=/no/such/dir/data.jsonl"], ["does not exist", "data.path"]),
     (["data.engine=spark"], ["data.engine must be one of datasets, ray"]),
-    (["data=rust_preference", "objective=dpo", "data.engine=ray"],
-     ["data.engine=ray does not prepare data.format=preference", "use data.engine=datasets"]),
     (["num_workers=[1,2]"], ["num_workers=[1,2] resizes the group", "trainer.max_failures=1"]),
     (["data.max_documents=8", "data.seq_len=64", "trainer.micro_batch_size=4", "trainer.global_batch_size=4096"],
      ["trainer.global_batch_size=4096 is more than the", "training rows of 64 tokens"]),

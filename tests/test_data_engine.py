@@ -115,3 +115,52 @@ def test_ray_engine_packs_chat_files_with_the_same_samples_and_trains(tmp_path, 
                                      "trainer.max_steps=2", "trainer.micro_batch_size=2", "model.from_config.n_layer=1",
                                      "model.from_config.n_embd=32", "model.from_config.n_head=2")))
     assert summary["final_step"] == 2 and summary["eval_loss"] is not None
+
+
+def _pairs(path):
+    """Every (chosen, rejected) pair of a packed preference split, sorted: each pair is whole in one row, its
+    two samples next to each other (position ids restart at each)."""
+    from rtune.data.packing import PAD
+    from rtune.data.rows import PackedRows
+
+    samples_by_row = []
+    rows = PackedRows(path, pad_token_id=0)
+    for i in range(len(rows)):
+        ids, labels = np.asarray(rows.arrays["input_ids"][i]), np.asarray(rows.arrays["labels"][i])
+        positions = np.asarray(rows.arrays["position_ids"][i])
+        starts = [j for j in range(len(ids)) if positions[j] == 0 and ids[j] != PAD] + [int((ids != PAD).sum())]
+        samples = [(tuple(ids[a:b]), tuple(labels[a:b])) for a, b in zip(starts, starts[1:])]
+        assert len(samples) % 2 == 0, f"row {i} splits a pair"
+        samples_by_row += [(samples[k], samples[k + 1]) for k in range(0, len(samples), 2)]
+    return sorted(samples_by_row)
+
+
+def test_ray_engine_packs_preference_pairs_like_the_datasets_engine_and_trains(tmp_path, ray_cluster):
+    """Preference records in 3 files: exactly the datasets engine's pairs (chosen and rejected token ids and
+    reply masks, each pair in one row), the same counts (identical-reply pairs skipped, too long truncated),
+    and an ORPO run trains on them."""
+    from rtune.driver.launch import train
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    source = Path(__file__).parent.parent / "rtune/sample_data/rust_preference/data.jsonl"
+    lines = source.read_text().splitlines()[:150]
+    same = json.loads(lines[0])
+    lines.append(json.dumps({**same, "rejected": same["chosen"]}))  # identical replies: skipped by both engines
+    for i in range(3):
+        (corpus / f"part-{i}.jsonl").write_text("\n".join(lines[i::3]) + "\n")
+    pref = ["data=rust_preference", "objective=orpo", "data.truncation=truncate"]
+    reference, _ = _prepare(tmp_path, "datasets", *pref, seq_len=256)
+    prepared, _ = _prepare(tmp_path, "ray", *pref, seq_len=256)
+    for split in ("train", "val"):
+        assert _pairs(getattr(prepared, f"{split}_path")) == _pairs(getattr(reference, f"{split}_path")), split
+    for field in ("train_documents", "val_documents", "train_tokens", "train_target_tokens", "val_target_tokens",
+                  "skipped_identical", "truncated", "dropped_too_long", "packing"):
+        assert getattr(prepared, field) == getattr(reference, field), field
+    assert reference.skipped_identical == 1 and reference.truncated > 0
+    summary = train(finalize(compose(f"data.path={corpus}", "data.data_dir=null", "data.engine=ray", *pref,
+                                     "data.seq_len=256", "model.tokenizer_vocab_size=300", "data.val_fraction=0.2",
+                                     f"storage_path={tmp_path / 'runs'}", "run_name=pref", "num_workers=1",
+                                     "trainer.max_steps=2", "trainer.micro_batch_size=2", "model.from_config.n_layer=1",
+                                     "model.from_config.n_embd=32", "model.from_config.n_head=2")))
+    assert summary["final_step"] == 2 and summary.get("eval_reward_accuracy") is not None

@@ -204,7 +204,13 @@ def no_samples_left(split: str, source: str, stats: Dict[str, int], cfg: RTuneCo
     return ConfigError(f"no {split} samples left in {source}: all {reasons}: {hint}")
 
 
-def _fit_pairs(encoded, seq_len: int, truncation: str):
+def no_pairs_left(split: str, source: str, stats: Dict[str, int], cfg: RTuneConfig) -> ConfigError:
+    return ConfigError(f"no {split} pairs left in {source}: {stats['skipped_identical']} had identical replies "
+                       f"and {stats['dropped_too_long']} were longer than data.seq_len={cfg.data.seq_len} tokens: "
+                       "raise data.seq_len or set data.truncation=truncate")
+
+
+def fit_pairs(encoded, seq_len: int, truncation: str):
     """Interleaved samples [chosen 0, rejected 0, chosen 1, ...] and their groups; a pair shares one row,
     so it must fit seq_len as a whole (truncate: each reply's sample cut to half a row)."""
     ids: List[List[int]] = []
@@ -235,11 +241,9 @@ def _pack_split(encoded, key: str, split: str, source: str, cfg: RTuneConfig) ->
     if os.path.exists(out):
         return out, load_meta(out)
     if d.format == "preference":
-        ids, labels, groups, stats = _fit_pairs(encoded, d.seq_len, d.truncation)
+        ids, labels, groups, stats = fit_pairs(encoded, d.seq_len, d.truncation)
         if not ids:
-            raise ConfigError(f"no {split} pairs left in {source}: {stats['skipped_identical']} had identical replies "
-                              f"and {stats['dropped_too_long']} were longer than data.seq_len={d.seq_len} tokens: "
-                              "raise data.seq_len or set data.truncation=truncate")
+            raise no_pairs_left(split, source, stats, cfg)
         rows = pack(ids, labels, d.seq_len, packing, groups=groups)
         rows.samples = len(groups)
         os.makedirs(os.path.dirname(out), exist_ok=True)

@@ -184,7 +184,8 @@ def _prepared(root: str, manifest: dict, cfg: RTuneConfig, tokenizer):
     from rtune.data.templates import end_of_turn
 
     train, val = manifest["splits"]["train"], manifest["splits"]["val"]
-    stats = {k: train.get(k, 0) + val.get(k, 0) for k in ("skipped_no_reply", "dropped_too_long", "truncated")}
+    stats = {k: train.get(k, 0) + val.get(k, 0) for k in ("skipped_no_reply", "dropped_too_long", "truncated",
+                                                           "skipped_identical")}
     return PreparedData(f"{root}/train", f"{root}/val", f"{root}/tokenizer", train["documents"], val["documents"],
                         train["tokens"], val["tokens"], train["rows"], val["rows"], manifest["seq_len"],
                         packing=packing_of(cfg), train_target_tokens=train["target_tokens"],
@@ -208,20 +209,22 @@ def _save_tokenizer(tokenizer, root: str, cache_dir: str, key: str) -> None:
 
 def _split_summaries(cfg: RTuneConfig, root: str, written: List[dict], stream: bool) -> Dict[str, dict]:
     """Per split: list its shards in order (tokens.json / shards.json) and total their counts."""
-    from rtune.data.pipeline import no_samples_left
+    from rtune.data.pipeline import no_pairs_left, no_samples_left
 
     d, out = cfg.data, {}
     for split in ("train", "val"):
         mine = sorted((r for r in written if r["split"] == split), key=lambda r: r["index"])
         total = {k: sum(r[k] for r in mine) for k in ("tokens", "documents", "target_tokens", "rows",
-                                                      "skipped_no_reply", "dropped_too_long", "truncated")}
+                                                      "skipped_no_reply", "dropped_too_long", "truncated",
+                                                      "skipped_identical")}
         if stream:
             _write_json(root, f"{split}/{TOKENS_META}", {"seq_len": d.seq_len, "files": [
                 [f"tok-{r['index']:06d}.bin", r["tokens"]] for r in mine if r["tokens"]]})
             total["rows"] = max(1, -(-total["tokens"] // d.seq_len))
         else:
             if total["rows"] == 0:
-                raise no_samples_left(split, d.eval_path if split == "val" and d.eval_path else d.path, total, cfg)
+                source = d.eval_path if split == "val" and d.eval_path else d.path
+                raise (no_pairs_left if d.format == "preference" else no_samples_left)(split, source, total, cfg)
             _write_json(root, f"{split}/{SHARDS_META}", {"shards": [
                 f"rows-{r['index']:06d}" for r in mine if r["rows"]]})
         out[split] = total

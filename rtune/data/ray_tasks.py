@@ -277,7 +277,8 @@ def _result(index: int, per_split: Dict[str, Dict[str, int]]) -> Dict[str, list]
     import ray
 
     node = ray.get_runtime_context().get_node_id()
-    names = ("tokens", "documents", "target_tokens", "rows", "skipped_no_reply", "dropped_too_long", "truncated")
+    names = ("tokens", "documents", "target_tokens", "rows", "skipped_no_reply", "dropped_too_long", "truncated",
+             "skipped_identical")
     out: Dict[str, list] = {"index": [], "split": [], "node": [], **{k: [] for k in names}}
     for split, counts in per_split.items():
         out["index"].append(index)
@@ -314,6 +315,8 @@ class PackFiles:
 
         d = self.cfg.data
         index, path, val = int(batch["index"][0]), str(batch["path"][0]), set(json.loads(batch["val"][0]))
+        if d.format == "preference":
+            return _result(index, self._pairs(index, path, val, int(batch["keep_docs"][0])))
         samples: Dict[str, tuple] = {"train": ([], []), "val": ([], [])}
         position = 0
         for records in _records_of(path, asdict(d), int(batch["keep_docs"][0])):
@@ -339,6 +342,38 @@ class PackFiles:
                                  "rows": meta["rows"], "documents": meta["samples"]}
             counts[split]["records"] = n_records
         return _result(index, counts)
+
+    def _pairs(self, index: int, path: str, val: set, keep: int) -> Dict[str, Dict[str, int]]:
+        """Preference records: (chosen, rejected) samples, fitted and packed as the datasets engine does, each
+        pair whole in one row (`pipeline.fit_pairs`, `pack(groups=...)`)."""
+        from rtune.data.formats import encode_preference
+        from rtune.data.packing import pack
+        from rtune.data.pipeline import PAIR_COLUMNS, fit_pairs, packing_of
+
+        d = self.cfg.data
+        columns = {split: {k: [] for k in PAIR_COLUMNS} for split in ("train", "val")}
+        position = 0
+        for records in _records_of(path, asdict(d), keep):
+            for j, record in enumerate(records, position):
+                try:
+                    pair = encode_preference(record, self.tokenizer, f"{path} record {j}")
+                except ConfigError as err:  # a malformed record: the driver shows this one line
+                    raise DataError(str(err)) from None
+                (c_ids, c_labels), (r_ids, r_labels) = pair if pair is not None else (([], []), ([], []))
+                for key, value in zip(PAIR_COLUMNS, (c_ids, c_labels, r_ids, r_labels)):
+                    columns["val" if j in val else "train"][key].append(value)
+            position += len(records)
+        counts = {}
+        for split, encoded in columns.items():
+            ids, labels, groups, stats = fit_pairs(encoded, d.seq_len, d.truncation)
+            counts[split] = {**stats, "documents": 0}
+            if ids:
+                rows = pack(ids, labels, d.seq_len, packing_of(self.cfg), groups=groups)
+                rows.samples = len(groups)
+                meta = self._save(f"{split}/rows-{index:06d}", rows, stats)
+                counts[split] = {**stats, "tokens": meta["tokens"], "target_tokens": meta["target_tokens"],
+                                 "rows": meta["rows"], "documents": meta["samples"]}
+        return counts
 
     def _save(self, name: str, rows, stats: Dict[str, int]) -> Dict[str, int]:
         from pyarrow import fs as pafs

@@ -17,6 +17,7 @@ Either way a checkpoint counts once its marker and every file the marker lists a
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -151,13 +152,30 @@ def copy_to_storage(local_dir: str, dir_name: str, delay_s: float = 0.0):
     storage = ray.train.get_context().get_storage()
     dest, fs = f"{storage.experiment_fs_path}/{dir_name}", storage.storage_filesystem
     fs.create_dir(dest)
+    # Local storage on the same filesystem: rename instead of copying (a checkpoint is written once, not twice;
+    # the copy's CPU time was taken from training). Elsewhere, or across filesystems, a copy.
+    local = isinstance(fs, pyarrow.fs.LocalFileSystem)
     names = sorted(os.listdir(local_dir), key=lambda n: ((n == ckpt.MARKER) != bool(delay_s), n))
     for name in names:
         source = os.path.join(local_dir, name)
-        if os.path.isdir(source):
-            fs.create_dir(f"{dest}/{name}")
-        pyarrow.fs.copy_files(source, f"{dest}/{name}", destination_filesystem=fs)
+        if not (local and _moved(source, os.path.join(dest, name))):
+            if os.path.isdir(source):
+                fs.create_dir(f"{dest}/{name}")
+            pyarrow.fs.copy_files(source, f"{dest}/{name}", destination_filesystem=fs)
         if delay_s:
             time.sleep(delay_s)
     return Checkpoint(dest, filesystem=fs)
+
+
+def _moved(source: str, target: str) -> bool:
+    """Rename source onto target (False when they are on different filesystems: copy instead)."""
+    if os.path.exists(target):  # a retried upload: copy over what is there
+        return False
+    try:
+        os.replace(source, target)
+        return True
+    except OSError as err:
+        if err.errno == errno.EXDEV:
+            return False
+        raise
 
