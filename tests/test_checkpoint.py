@@ -112,3 +112,24 @@ def test_background_checkpoint_copy_is_independent_and_keeps_tied_weights_one():
     with torch.no_grad():
         model.transformer.h[0].attn.c_attn.weight.add_(1.0)
     assert torch.equal(copied["transformer.h.0.attn.c_attn.weight"], before)
+
+
+def test_background_checkpoint_reuses_its_buffers_and_refills_them_with_the_new_state():
+    """The second checkpoint's copy goes into the first one's CPU buffers (no fresh allocation), holds the
+    weights of its own step, and keeps tied weights one tensor."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from rtune.worker.strategy import _cpu_copy
+
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model("gpt2", n_layer=1, n_embd=16, n_head=2,
+                                                                  vocab_size=50))
+    staging: dict = {}
+    first = _cpu_copy(model.state_dict(), staging=staging)
+    key = "transformer.h.0.attn.c_attn.weight"
+    buffer = first[key]
+    with torch.no_grad():
+        model.transformer.h[0].attn.c_attn.weight.add_(1.0)
+    second = _cpu_copy(model.state_dict(), staging=staging)
+    assert second[key] is buffer  # the same memory, refilled
+    assert torch.equal(second[key], model.state_dict()[key])  # this step's weights, not the first step's
+    assert second["lm_head.weight"] is second["transformer.wte.weight"]
