@@ -88,7 +88,7 @@ class DataConfig:
             machine's disk (each node keeps its own: RTUNE_CACHE_DIR on that node overrides it).
         engine: Who prepares the data. `datasets`: the driver tokenizes and packs in one process (every
             format and packing). `ray`: Ray Data tokenizes the files in parallel across the cluster (a pool
-            of tokenizer actors, one file per call) and writes token shards plus a manifest to
+            of tokenizer actors, one file or part of one per call) and writes token shards plus a manifest to
             `data.cache_uri`, where workers on any node read their rows; the driver's memory stays bounded
             whatever the corpus size. Raw text (concat): the `datasets` engine's rows; other formats
             (preference pairs too): the same samples, packed file by file.

@@ -117,7 +117,7 @@ def test_submit_runs_on_two_nodes_with_ray_data_to_a_loadable_checkpoint(head, t
     # Tokenized by the actor pool (which node takes which of these tiny files is a matter of timing; the
     # benchmark shows the spread); each node's workers read the shards from the URI into their own cache.
     prepared_line = [line for line in logs.splitlines() if "data.engine=ray:" in line]
-    assert prepared_line and re.search(r"6 file\(s\) tokenized by [1-3] actor\(s\) on [12] node\(s\)",
+    assert prepared_line and re.search(r"6 file\(s\)( in \d+ parts)? tokenized by [1-3] actor\(s\) on [12] node\(s\)",
                                        prepared_line[0]), prepared_line
     worker_copies = list((head["worker_cache"] / "shards").iterdir())
     assert len(worker_copies) == 1 and (worker_copies[0] / "manifest.json").exists()

@@ -44,9 +44,10 @@ def _prepare(tmp_path, engine, *extra, seq_len=32):
     return prepare_data(cfg)
 
 
-@pytest.mark.parametrize("extra", [(), ("data.max_documents=40",)], ids=["all", "max_documents"])
-def test_ray_engine_rows_equal_the_datasets_engine(tmp_path, ray_cluster, extra):
-    _corpus(tmp_path / "corpus")
+@pytest.mark.parametrize("n_files, extra", [(5, ()), (5, ("data.max_documents=40",)), (2, ())],
+                         ids=["all", "max_documents", "files_cut_into_parts"])
+def test_ray_engine_rows_equal_the_datasets_engine(tmp_path, ray_cluster, n_files, extra):
+    _corpus(tmp_path / "corpus", n_files=n_files)
     reference, ref_tokenizer = _prepare(tmp_path, "datasets", *extra)
     prepared, tokenizer = _prepare(tmp_path, "ray", *extra)
     assert tokenizer.backend_tokenizer.to_str() == ref_tokenizer.backend_tokenizer.to_str()  # the same BPE
@@ -58,7 +59,11 @@ def test_ray_engine_rows_equal_the_datasets_engine(tmp_path, ray_cluster, extra)
     root = os.path.dirname(prepared.train_path)
     assert root.startswith(str(tmp_path / "runs" / "data_cache"))  # under storage_path, not the driver's cache
     manifest = json.load(open(os.path.join(root, "manifest.json")))
-    assert manifest["files"] == 5 and sum(manifest["files_per_node"].values()) == 5
+    # Fewer than 4 files per actor: files are cut into parts so that no actor idles at the end (2 files are cut
+    # whatever the actor count), and the rows above are still equal.
+    parts = n_files * -(-4 * manifest["tokenizer_actors"] // n_files)
+    assert manifest["files"] == n_files and manifest["parts"] == parts == sum(manifest["parts_per_node"].values())
+    assert n_files > 2 or parts > n_files
     # Prepared once: a second run finds the manifest and tokenizes nothing.
     before = os.path.getmtime(os.path.join(root, "manifest.json"))
     again, _ = _prepare(tmp_path, "ray", *extra)
@@ -89,6 +94,7 @@ def _samples(path):
     return sorted(found)
 
 
+@pytest.mark.slow
 def test_ray_engine_packs_chat_files_with_the_same_samples_and_trains(tmp_path, ray_cluster):
     """Chat records, isolated packing: the ray engine packs file by file, so its rows differ from the datasets
     engine's global packing, but they hold exactly the same samples (tokens and loss masks); a run trains on them."""
@@ -135,6 +141,7 @@ def _pairs(path):
     return sorted(samples_by_row)
 
 
+@pytest.mark.slow
 def test_ray_engine_packs_preference_pairs_like_the_datasets_engine_and_trains(tmp_path, ray_cluster):
     """Preference records in 3 files: exactly the datasets engine's pairs (chosen and rejected token ids and
     reply masks, each pair in one row), the same counts (identical-reply pairs skipped, too long truncated),

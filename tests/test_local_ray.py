@@ -7,7 +7,9 @@ import subprocess
 import sys
 
 import psutil
+import pytest
 
+pytestmark = pytest.mark.slow  # starts Ray, and a run
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
 
 

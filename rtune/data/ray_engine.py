@@ -141,6 +141,26 @@ def _plan(cfg: RTuneConfig, files: List[str], n_train_files: int, counts: List[d
     return plan
 
 
+UNITS_PER_ACTOR = 4  # fewer files than this per actor: files are cut into parts, so no actor idles at the end
+
+
+def _units(plan: List[dict], actors: int) -> List[dict]:
+    """The actor pool's work items, in stream order: whole files, or, with fewer than UNITS_PER_ACTOR files per
+    actor, each file cut into equal parts by document (5 files on 2 actors left one actor idle for the last
+    third of the time). A part is read from its file (documents before it are parsed, not tokenized); its
+    validation positions stay the file's."""
+    parts = max(1, -(-UNITS_PER_ACTOR * actors // max(1, len(plan))))
+    units: List[dict] = []
+    for item in plan:
+        keep, val = item["keep_docs"], json.loads(item["val"])
+        n = max(1, min(parts, keep))
+        bounds = [keep * k // n for k in range(n + 1)]
+        for start, stop in zip(bounds, bounds[1:]):
+            units.append({"index": len(units), "path": item["path"], "skip_docs": start, "keep_docs": stop,
+                          "val": json.dumps([v for v in val if start <= v < stop])})
+    return units
+
+
 def _tokenizer(cfg: RTuneConfig, plan: List[dict], n_train_files: int, key: str):
     """The model's tokenizer, or a BPE trained on the training documents streamed from the cluster."""
     import ray
@@ -270,9 +290,10 @@ def prepare_with_ray(cfg: RTuneConfig):
                 "cfg": to_dict(cfg)}
     actor = TokenizeFiles if stream else PackFiles
     started = time.perf_counter()
-    written = _collect(ray.data.from_items(plan, override_num_blocks=len(plan)).map_batches(
+    units = _units(plan, actors)
+    written = _collect(ray.data.from_items(units, override_num_blocks=len(units)).map_batches(
         type(actor.__name__, (actor,), {"settings": settings}),
-        batch_size=1, num_cpus=1,  # one file at a time per actor: the files spread over the nodes
+        batch_size=1, num_cpus=1,  # one file (or part) at a time per actor: the work spreads over the nodes
         compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1)).take_all)
     tokenize_s = time.perf_counter() - started
     nodes = {}
@@ -280,10 +301,11 @@ def prepare_with_ray(cfg: RTuneConfig):
         if r["split"] == "train":
             nodes[r["node"]] = nodes.get(r["node"], 0) + 1
     manifest = {"version": 2, "key": key, "seq_len": d.seq_len, "files": len(files),
-                "splits": _split_summaries(cfg, root, written, stream), "files_per_node": nodes,
+                "splits": _split_summaries(cfg, root, written, stream), "parts": len(units), "parts_per_node": nodes,
                 "tokenizer_actors": actors, "plan_s": round(plan_s, 1), "tokenize_s": round(tokenize_s, 1)}
     _write_json(root, MANIFEST, manifest)  # last: the shards are complete once this exists
-    print(f"[rtune] data.engine=ray: {len(files)} file(s) tokenized by {actors} actor(s) on {len(nodes)} node(s) "
+    cut = f" in {len(units)} parts" if len(units) > len(files) else ""
+    print(f"[rtune] data.engine=ray: {len(files)} file(s){cut} tokenized by {actors} actor(s) on {len(nodes)} node(s) "
           f"into {root} (planned in {plan_s:.1f} s, tokenized in {tokenize_s:.1f} s)", flush=True)
     return _prepared(root, manifest, cfg, tokenizer), tokenizer
 

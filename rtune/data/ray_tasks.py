@@ -152,31 +152,29 @@ def count_file(row: Dict, data: Dict) -> Dict:
     return {"index": row["index"], "records": records, "empty": "[]"}
 
 
-def _records_of(path: str, data: Dict, keep: int) -> Iterator[List[dict]]:
-    """The first `keep` records a split can draw from (text: non-empty documents), in batches."""
+def _records_of(path: str, data: Dict, keep: int, skip: int = 0) -> Iterator[List[dict]]:
+    """Records [skip, keep) a split can draw from (text: non-empty documents), in batches."""
     if data["format"] == "text":
-        for docs in docs_of(path, data["text_field"], keep):
+        for docs in docs_of(path, data["text_field"], keep, skip):
             yield [{data["text_field"]: doc} for doc in docs]
         return
+    yield from _window(_read_records(path), keep, skip)
+
+
+def docs_of(path: str, field: str, keep_docs: int, skip_docs: int = 0) -> Iterator[List[str]]:
+    """Non-empty documents [skip_docs, keep_docs) of one file, in batches."""
+    yield from _window(([t for t in texts if _is_doc(t)] for texts in _read_texts(path, field)), keep_docs, skip_docs)
+
+
+def _window(batches: Iterator[list], stop: int, start: int = 0) -> Iterator[list]:
+    """Items [start, stop) of a stream of batches, in batches (the rest is not read)."""
     seen = 0
-    for batch in _read_records(path):
-        batch = batch[:max(0, keep - seen)]
+    for batch in batches:
+        part = batch[max(0, start - seen):max(0, stop - seen)]
         seen += len(batch)
-        if batch:
-            yield batch
-        if seen >= keep:
-            return
-
-
-def docs_of(path: str, field: str, keep_docs: int) -> Iterator[List[str]]:
-    """The first keep_docs non-empty documents of one file, in batches."""
-    seen = 0
-    for texts in _read_texts(path, field):
-        docs = [t for t in texts if _is_doc(t)][:max(0, keep_docs - seen)]
-        seen += len(docs)
-        if docs:
-            yield docs
-        if seen >= keep_docs:
+        if part:
+            yield part
+        if seen >= stop:
             return
 
 
@@ -245,10 +243,10 @@ class TokenizeFiles:
     def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, list]:
 
         filesystem, path = filesystem_of(self.root)
-        index, val = int(batch["index"][0]), set(json.loads(batch["val"][0]))
-        streams, tokens, documents, position = {}, {"train": 0, "val": 0}, {"train": 0, "val": 0}, 0
+        index, val, skip = int(batch["index"][0]), set(json.loads(batch["val"][0])), int(batch["skip_docs"][0])
+        streams, tokens, documents, position = {}, {"train": 0, "val": 0}, {"train": 0, "val": 0}, skip
         try:
-            for docs in docs_of(str(batch["path"][0]), self.field, int(batch["keep_docs"][0])):
+            for docs in docs_of(str(batch["path"][0]), self.field, int(batch["keep_docs"][0]), skip):
                 encoded = self.backend.encode_batch_fast(docs, add_special_tokens=False)  # no offsets: ~15% faster
                 chunks: Dict[str, list] = {"train": [], "val": []}
                 for j, e in enumerate(encoded, position):
@@ -315,11 +313,12 @@ class PackFiles:
 
         d = self.cfg.data
         index, path, val = int(batch["index"][0]), str(batch["path"][0]), set(json.loads(batch["val"][0]))
+        keep, skip = int(batch["keep_docs"][0]), int(batch["skip_docs"][0])
         if d.format == "preference":
-            return _result(index, self._pairs(index, path, val, int(batch["keep_docs"][0])))
+            return _result(index, self._pairs(index, path, val, keep, skip))
         samples: Dict[str, tuple] = {"train": ([], []), "val": ([], [])}
-        position = 0
-        for records in _records_of(path, asdict(d), int(batch["keep_docs"][0])):
+        position = skip
+        for records in _records_of(path, asdict(d), keep, skip):
             for j, record in enumerate(records, position):
                 try:
                     sample = encode_record(record, d.format, self.tokenizer, d.text_field, d.messages_field,
@@ -343,7 +342,7 @@ class PackFiles:
             counts[split]["records"] = n_records
         return _result(index, counts)
 
-    def _pairs(self, index: int, path: str, val: set, keep: int) -> Dict[str, Dict[str, int]]:
+    def _pairs(self, index: int, path: str, val: set, keep: int, skip: int) -> Dict[str, Dict[str, int]]:
         """Preference records: (chosen, rejected) samples, fitted and packed as the datasets engine does, each
         pair whole in one row (`pipeline.fit_pairs`, `pack(groups=...)`)."""
         from rtune.data.formats import encode_preference
@@ -352,8 +351,8 @@ class PackFiles:
 
         d = self.cfg.data
         columns = {split: {k: [] for k in PAIR_COLUMNS} for split in ("train", "val")}
-        position = 0
-        for records in _records_of(path, asdict(d), keep):
+        position = skip
+        for records in _records_of(path, asdict(d), keep, skip):
             for j, record in enumerate(records, position):
                 try:
                     pair = encode_preference(record, self.tokenizer, f"{path} record {j}")

@@ -197,12 +197,14 @@ def connect(num_cpus: int, runtime_env: dict, log_to_driver: bool = True) -> boo
         print(f"[rtune] local Ray on 127.0.0.1 (dashboard {head.dashboard_url()}, logs {TEMP_DIR}/session_latest/logs)",
               flush=True)
         _STARTED = head
-        atexit.register(head.stop)
         address = head.address
     _loopback_driver()
     _use_token_auth()
     ray.init(address=address, _node_ip_address="127.0.0.1", runtime_env=runtime_env, logging_level="warning",
              log_to_driver=log_to_driver)
+    # Registered after ray.init, so it runs before Ray's own exit hook: leave the cluster, then stop the head
+    # (stopped first, the driver would spend its exit trying to reach it).
+    atexit.register(shutdown)
     return kept is not None
 
 
