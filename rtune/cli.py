@@ -214,10 +214,14 @@ def _generate(args: List[str]) -> None:
 def _up_down(command: str, args: List[str]) -> None:
     from rtune.driver import local_ray
 
-    if command == "down" and args or command == "up" and not (args == [] or len(args) == 2 and args[0] == "--num-cpus"
-                                                              and args[1].isdigit() and int(args[1]) > 0):
-        raise UserError(f"usage: python -m rtune {'up [--num-cpus N]' if command == 'up' else 'down'}")
-    print(local_ray.up(int(args[1]) if args else None) if command == "up" else local_ray.down(), flush=True)
+    if command == "down":
+        if args:
+            raise UserError("usage: python -m rtune down")
+        print(local_ray.down(), flush=True)
+        return
+    if args and not (len(args) == 2 and args[0] == "--num-cpus" and args[1].isdigit() and int(args[1]) > 0):
+        raise UserError("usage: python -m rtune up [--num-cpus N] (N: a positive number of CPUs)")
+    print(local_ray.up(int(args[1]) if args else None), flush=True)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -161,6 +161,15 @@ def test_unknown_command():
 
 
 @pytest.mark.parametrize("args, needles", [
+    (["up", "--num-cpus", "two"], ["usage: python -m rtune up [--num-cpus N]", "a positive number"]),
+    (["up", "--num-cpus", "0"], ["usage: python -m rtune up [--num-cpus N]"]),
+    (["down", "now"], ["usage: python -m rtune down"]),
+])
+def test_up_and_down_refuse_bad_arguments(args, needles):
+    assert_one_line_error(run_in_process(*args), *needles)
+
+
+@pytest.mark.parametrize("args, needles", [
     (["strategy=deepspeed", "strategy.zero_stage=4"], ["strategy.zero_stage must be 1, 2 or 3"]),
     (["peft=lora", "peft.target_modules=[q_proj]"], ["peft.target_modules ['q_proj'] not found", "c_attn"]),
     (["peft=lora", "peft.target_modules=7"], ["peft.target_modules must be a list of module names, all-linear"]),

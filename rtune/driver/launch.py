@@ -336,9 +336,7 @@ def train(cfg: RTuneConfig, keep_ray: bool = False, callbacks: Optional[list] = 
     print(f"[rtune] {where_things_go(cfg, run_dir)}", flush=True)
     # On a local cluster the driver reads rank 0's metrics from disk; elsewhere rank 0 prints them.
     driver_progress = _driver_progress(cfg, run_dir)
-    if not (ray_initialized() or cfg.ray_address or os.environ.get("RAY_ADDRESS")):
-        resolve_cpus_per_worker(cfg)  # before a local Ray is sized for the workers
-    started_ray = _init_ray(cfg, driver_progress) or started_ray
+    started_ray = _init_ray(cfg, driver_progress) or started_ray  # a local Ray was sized by the preflight
     resolve_cpus_per_worker(cfg)  # a joined cluster: what its nodes offer
     check_cluster_storage(cfg.storage_path)
     resume_step = ckpt_step(resume_from)

@@ -147,9 +147,7 @@ def run_search(cfg: RTuneConfig) -> int:
     *_, started_for_data = preflight(cfg, cfg.search.max_concurrent)
     cfg.run_name = None
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's table of trials, not its verbose per-report lines
-    if not (cfg.ray_address or os.environ.get("RAY_ADDRESS")):
-        resolve_cpus_per_worker(cfg, concurrent_runs=cfg.search.max_concurrent)  # before Ray is sized
-    started = _init_ray(cfg, driver_progress=False) or started_for_data
+    started = _init_ray(cfg, driver_progress=False) or started_for_data  # a local Ray was sized by the preflight
     resolve_cpus_per_worker(cfg, concurrent_runs=cfg.search.max_concurrent)
     s, t = cfg.search, cfg.trainer
     grace = s.grace_period_steps or 2 * t.eval_every_steps
