@@ -133,3 +133,50 @@ def test_background_checkpoint_reuses_its_buffers_and_refills_them_with_the_new_
     assert second[key] is buffer  # the same memory, refilled
     assert torch.equal(second[key], model.state_dict()[key])  # this step's weights, not the first step's
     assert second["lm_head.weight"] is second["transformer.wte.weight"]
+
+
+
+def _put_at_once(start, src, dest, fs, errors) -> None:
+    from rtune.worker.checkpointing import put_directory
+
+    start.wait()
+    try:
+        put_directory(str(src), str(dest), fs)
+    except Exception as err:  # noqa: BLE001 - collected, asserted by the test
+        errors.append(err)
+
+
+def test_ranks_putting_their_parts_into_one_storage_folder_at_once_lose_nothing(tmp_path):
+    """Local storage takes a checkpoint by rename. Sharded FSDP ranks each put their own fsdp_shards/ folder
+    into the same checkpoint at the same moment; renaming a whole folder onto the one another rank just
+    created fails, and that rank's upload dies without its marker (a run that resumed from step 0 in CI)."""
+    import threading
+
+    import pyarrow.fs
+
+    from rtune.worker.checkpointing import put_directory
+
+    ranks, fs = 2, pyarrow.fs.LocalFileSystem()
+    for attempt in range(300):
+        dest = tmp_path / f"checkpoint_{attempt}"
+        sources = []
+        for rank in range(ranks):
+            src = tmp_path / f"rank{rank}_{attempt}"
+            (src / "fsdp_shards").mkdir(parents=True)
+            (src / "fsdp_shards" / f"rank{rank}.safetensors").write_bytes(b"x" * (rank + 1))
+            (src / f"only_rank{rank}.json").write_text("{}")
+            sources.append(src)
+        start, errors = threading.Barrier(ranks), []
+        threads = [threading.Thread(target=_put_at_once, args=(start, src, dest, fs, errors)) for src in sources]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert sorted(os.listdir(dest / "fsdp_shards")) == [f"rank{r}.safetensors" for r in range(ranks)]
+        assert sorted(os.listdir(dest)) == ["fsdp_shards"] + [f"only_rank{r}.json" for r in range(ranks)]
+    # a retried upload replaces what an earlier attempt left
+    (tmp_path / "retry" / "fsdp_shards").mkdir(parents=True)
+    (tmp_path / "retry" / "fsdp_shards" / "rank0.safetensors").write_bytes(b"new")
+    put_directory(str(tmp_path / "retry"), str(dest), fs)
+    assert (dest / "fsdp_shards" / "rank0.safetensors").read_bytes() == b"new"

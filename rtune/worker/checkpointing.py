@@ -160,12 +160,20 @@ def copy_to_storage(local_dir: str, dir_name: str, delay_s: float = 0.0):
     delay_s (debug.upload_delay_s): the marker first and a pause after every entry, so a test can lose a
     worker while storage holds a marker without the files it lists.
     """
-    import pyarrow.fs
     import ray.train
     from ray.train import Checkpoint
 
     storage = ray.train.get_context().get_storage()
     dest, fs = f"{storage.experiment_fs_path}/{dir_name}", storage.storage_filesystem
+    put_directory(local_dir, dest, fs, delay_s)
+    return Checkpoint(dest, filesystem=fs)
+
+
+def put_directory(local_dir: str, dest: str, fs, delay_s: float = 0.0) -> None:
+    """copy_to_storage's copy into `dest` on pyarrow filesystem `fs` (every rank of a sharded checkpoint puts
+    its own part into the same `dest` at once)."""
+    import pyarrow.fs
+
     fs.create_dir(dest)
     # Local storage on the same filesystem: rename instead of copying (a checkpoint is written once, not twice;
     # the copy's CPU time was taken from training). Elsewhere, or across filesystems, a copy.
@@ -179,18 +187,19 @@ def copy_to_storage(local_dir: str, dir_name: str, delay_s: float = 0.0):
             pyarrow.fs.copy_files(source, f"{dest}/{name}", destination_filesystem=fs)
         if delay_s:
             time.sleep(delay_s)
-    return Checkpoint(dest, filesystem=fs)
 
 
 def _moved(source: str, target: str) -> bool:
-    """Rename source onto target (False when they are on different filesystems: copy instead)."""
-    if os.path.exists(target):  # a retried upload: copy over what is there
-        return False
+    """Rename source onto target, a directory entry by entry: the ranks of a sharded checkpoint move their parts
+    into the same folders (fsdp_shards/) at the same time, and renaming a whole folder onto one another rank just
+    created fails. A file already there (a retried upload) is replaced. False: another filesystem, copy instead."""
     try:
-        os.replace(source, target)
-        return True
+        if not os.path.isdir(source):
+            os.replace(source, target)
+            return True
+        os.makedirs(target, exist_ok=True)
+        return all(_moved(os.path.join(source, name), os.path.join(target, name)) for name in os.listdir(source))
     except OSError as err:
         if err.errno == errno.EXDEV:
             return False
         raise
-
