@@ -130,6 +130,9 @@ def test_one_worker_run_on_uri_storage_and_generate(ray_cluster, tmp_path):
     summary = train(compose(*overrides))
     assert summary["final_step"] == 4 and summary["num_workers"] == 1
     assert 0.99 < summary["packing_non_pad_fraction"] <= 1.0 and summary["steady_mfu"] > 0
+    from ray.util.state import list_actors  # a local cluster starts no watcher for cloud nodes being preempted
+
+    assert not list_actors(filters=[("class_name", "=", "PreemptionWatcher")], detail=True)
     latest = summary["latest_checkpoint"].removeprefix("file://")
     assert latest == str(tmp_path / "one" / "checkpoint_00000004") and os.path.isdir(latest)
     gen = subprocess.run([sys.executable, "-m", "rtune", "generate", latest,

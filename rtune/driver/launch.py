@@ -159,7 +159,11 @@ def init_local_ray(num_cpus: int, use_gpu: bool = False, log_to_driver: bool = T
     True), else this process's own head, started early by the preflight or now."""
     from rtune.driver import local_ray
 
-    return local_ray.connect(num_cpus, {"env_vars": worker_env(use_gpu)}, log_to_driver=log_to_driver)
+    # Ray Train's preemption watcher is an actor polling every 5 s for drain notices of cloud nodes about to
+    # go away; one machine has none to give, and on 2 cores every idle actor's CPU comes out of training.
+    # Train reads the switch from the environment of the process that calls fit() (the driver, or a Tune trial).
+    watcher = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")}
+    return local_ray.connect(num_cpus, {"env_vars": {**worker_env(use_gpu), **watcher}}, log_to_driver=log_to_driver)
 
 
 def local_num_cpus(cfg: RTuneConfig) -> int:
