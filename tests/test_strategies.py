@@ -65,7 +65,7 @@ def test_lora_trains_only_adapters_and_merges_exactly(ray_cluster, tmp_path):
     assert gen.returncode == 0 and gen.stdout.startswith("fn main() {"), gen.stderr
 
 
-@pytest.mark.parametrize("stage", [2])  # ZeRO-3 and FSDP2: tests/test_families.py, on Llama and Qwen2 twins
+@pytest.mark.parametrize("stage", [2])  # ZeRO-3 and FSDP2: tests/test_families.py (Qwen2; FSDP2 + LoRA on both)
 def test_deepspeed_zero(ray_cluster, tmp_path, stage):
     from transformers import AutoModelForCausalLM
 
