@@ -1,7 +1,8 @@
 """Throughput and start-up, side by side in one invocation: writes results/benchmarks/throughput.json.
 
-    python scripts/bench.py            # ~6 min on a 2-core CPU
-    python scripts/bench.py --quick    # a smoke test (CI): tiny model, few steps, no timing claims
+    python scripts/bench.py               # 3 interleaved rounds, ~26 min on a 2-core CPU
+    python scripts/bench.py --rounds 1    # one draw of each, ~9 min
+    python scripts/bench.py --quick       # a smoke test (CI): tiny model, few steps, no timing claims
 
 The systems train the same model (GPT-2 architecture, 4 x 256, built from config with the same seed)
 on the same packed blocks of the bundled Rust corpus, with the same micro batch, sequence length,
@@ -21,6 +22,11 @@ then each at its defaults (what a user gets without tuning anything):
 and once more rtune2 joining a local cluster that `python -m rtune up` keeps (rtune2_kept: Ray's own
 start-up already paid, as for repeated runs on one machine; the cluster is started before and stopped after).
 
+Rounds: every system runs once per round, forward in odd rounds and backward in even ones, so a drift of
+the machine's speed during the run (up to ~15% within minutes on a shared 2-core box) hits every system
+alike. Each system's figures are the median over its rounds; each ratio is the median of the ratios
+taken within a round (the two systems ran minutes apart, not the whole run apart).
+
 Measured for each: steady-state tokens/s (non-padding tokens; the first WARMUP steps left out), time
 to first step (from launching the process to the end of optimizer step 1), wall time, peak RSS per
 process. Also: packing efficiency (non-padding share of the training blocks) of rtune's packing vs
@@ -34,6 +40,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -211,6 +218,19 @@ def launch_rtune_kept(workers: int, args) -> dict:
         subprocess.run([sys.executable, "-m", "rtune", "down"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
+def median_of(runs: list[dict]) -> dict:
+    """One system over its rounds: the median of each figure, and every round's figures under `runs`."""
+    if len(runs) == 1:
+        return runs[0]
+    out = {}
+    for key, first in runs[0].items():
+        if isinstance(first, (int, float)):
+            out[key] = round(statistics.median(r[key] for r in runs), 3)
+        elif isinstance(first, list):  # per process: the median of each process over the rounds
+            out[key] = [round(statistics.median(r[key][i] for r in runs)) for i in range(len(first))]
+    return {**out, "runs": runs}
+
+
 def summarize(times, tokens, rss, t0, wall, warmup) -> dict:
     return {"steady_tokens_per_s": round(steady(times, tokens, warmup), 1),
             "time_to_first_step_s": round(times[0] - t0, 2), "wall_s": round(wall, 2),
@@ -265,6 +285,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny smoke test; figures are not comparable")
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3; 1 with --quick)")
     parser.add_argument("--child", choices=["bare", "ddp", "hf"], help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -272,6 +293,7 @@ def main() -> None:
     args = parser.parse_args()
     args.steps = args.steps or (6 if args.quick else 40)
     args.warmup = 2 if args.quick else 5
+    args.rounds = args.rounds or (1 if args.quick else 3)
     if args.child:
         out = run_hf(args) if args.child == "hf" else run_bare(args, distributed=args.child == "ddp")
         if out.get("rank", 0) == 0:
@@ -280,7 +302,6 @@ def main() -> None:
         return
 
     prepare(args.quick)  # warm the data cache once, outside every timing
-    results = {}
     systems = {"bare": lambda: launch_child("bare", args), "hf": lambda: launch_child("hf", args),
                "rtune1": lambda: launch_rtune(1, args), "torchrun": lambda: launch_child("ddp", args, 2),
                "rtune2": lambda: launch_rtune(2, args),
@@ -289,26 +310,33 @@ def main() -> None:
                "rtune2_kept": lambda: launch_rtune_kept(2, args)}
     if args.quick:  # the smoke test walks every code path once: both launchers, both thread settings
         systems = {k: systems[k] for k in ("bare_default", "hf", "torchrun", "rtune1_default")}
-    for name, run in systems.items():
-        results[name] = run()
-        print(name, json.dumps(results[name]), flush=True)
-
-    def ratio(a: str, b: str, key: str):
-        return round(results[a][key] / results[b][key], 3) if a in results and b in results else None
+    rounds: list[dict] = []
+    for r in range(args.rounds):
+        order = list(systems) if r % 2 == 0 else list(reversed(systems))
+        rounds.append({})
+        for name in order:
+            rounds[-1][name] = systems[name]()
+            print(f"round {r + 1}/{args.rounds}", name, json.dumps(rounds[-1][name]), flush=True)
+    results = {name: median_of([rnd[name] for rnd in rounds]) for name in systems}
+    pairs = {"rtune_vs_bare": ("rtune1", "bare", "steady_tokens_per_s"),
+             "rtune2_vs_torchrun": ("rtune2", "torchrun", "steady_tokens_per_s"),
+             "rtune_vs_hf_trainer": ("rtune1", "hf", "steady_tokens_per_s"),
+             "ttfs_vs_torchrun": ("rtune2", "torchrun", "time_to_first_step_s"),
+             "ttfs_kept_cluster_vs_torchrun": ("rtune2_kept", "torchrun", "time_to_first_step_s"),
+             "defaults_rtune1_vs_bare": ("rtune1_default", "bare_default", "steady_tokens_per_s")}
+    per_round = {key: [round(rnd[a][m] / rnd[b][m], 3) for rnd in rounds] for key, (a, b, m) in pairs.items()
+                 if a in systems and b in systems}
 
     report = {
         "what": "same model/data/batch/steps through each system: one CPU thread per process, then each at its "
-                "defaults" + (" (QUICK smoke run: not a measurement)" if args.quick else ""),
+                "defaults; figures are medians over interleaved rounds, ratios the median of within-round ratios"
+                + (" (QUICK smoke run: not a measurement)" if args.quick else ""),
         "model": "tiny" if args.quick else "GPT-2 architecture " + ", ".join(f"{k}={v}" for k, v in SHAPE.items()),
         "seq_len": SEQ_LEN, "micro_batch_size": MICRO_BATCH, "steps": args.steps, "warmup_steps_excluded": args.warmup,
-        "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+        "rounds": args.rounds, "machine": machine(), "date": time.strftime("%Y-%m-%d"),
         "systems": results,
-        "ratios": {"rtune_vs_bare": ratio("rtune1", "bare", "steady_tokens_per_s"),
-                   "rtune2_vs_torchrun": ratio("rtune2", "torchrun", "steady_tokens_per_s"),
-                   "rtune_vs_hf_trainer": ratio("rtune1", "hf", "steady_tokens_per_s"),
-                   "ttfs_vs_torchrun": ratio("rtune2", "torchrun", "time_to_first_step_s"),
-                   "ttfs_kept_cluster_vs_torchrun": ratio("rtune2_kept", "torchrun", "time_to_first_step_s"),
-                   "defaults_rtune1_vs_bare": ratio("rtune1_default", "bare_default", "steady_tokens_per_s")},
+        "ratios": {key: round(statistics.median(values), 3) for key, values in per_round.items()},
+        "ratios_per_round": per_round,
         "packing": packing_efficiency(args.quick),
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
