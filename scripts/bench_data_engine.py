@@ -10,6 +10,9 @@ bigger cluster gets; and, for the ceiling of this box, two plain processes token
 
     python scripts/bench_data_engine.py            # writes results/benchmarks/data_engine.json
     python scripts/bench_data_engine.py --quick    # 6 MB / 12 MB smoke run; writes nothing
+    # one size, the engines interleaved (order swapped each round), no cluster scaling:
+    python scripts/bench_data_engine.py --sizes 50 --rounds 3 --sizes-only \
+        --out results/benchmarks/data_engine_50mb.json
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import shutil
 import subprocess
 import sys
@@ -168,6 +172,10 @@ def cluster(nodes: int, work: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sizes", default="50,200,1024", help="corpus sizes in MB, comma-separated")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each engine per size, interleaved")
+    parser.add_argument("--sizes-only", action="store_true", help="skip the cluster scaling and the ceiling")
+    parser.add_argument("--out", default=OUT)
     parser.add_argument("--child", nargs=5, metavar=("ENGINE", "CORPUS", "TOKENIZER", "WORK", "ADDRESS"))
     args = parser.parse_args()
     if args.child:
@@ -177,10 +185,11 @@ def main() -> None:
 
     from rtune.model import train_bpe_tokenizer
 
-    sizes = [6, 12] if args.quick else [50, 200, 1024]
+    sizes = [6, 12] if args.quick else [int(mb) for mb in args.sizes.split(",")]
     scaling_sizes = sizes[-1:]  # the largest corpus: fixed start-up costs weigh least
     work = tempfile.mkdtemp(prefix="rtune-bench-corpora-")
     report = {"machine": f"{os.cpu_count()} CPUs, this box (no GPU)", "file_mb": FILE_MB, "seq_len": 1024,
+              "date": time.strftime("%Y-%m-%d %H:%M"), "rounds": args.rounds,
               "what": "prepare_data wall time (excludes ray.init, reported apart) and the driver's peak RSS "
                       "(VmHWM), fresh process, empty caches, same tokenizer", "sizes": [], "scaling": []}
     try:
@@ -195,12 +204,22 @@ def main() -> None:
             corpus = os.path.join(work, f"corpus-{mb}")
             corpora[mb] = (corpus, make_corpus(corpus, mb) / 2**20)
             row = {"corpus_mb": round(corpora[mb][1]), "files": len(os.listdir(corpus))}
-            for engine in ("datasets", "ray"):
-                row[engine] = run_child(engine, corpus, tokenizer_dir)
-                print(f"{mb} MB {engine}: {row[engine]}", flush=True)
+            runs = {"datasets": [], "ray": []}
+            for r in range(args.rounds):  # interleaved, order swapped each round: drift hits both engines alike
+                for engine in (("datasets", "ray") if r % 2 == 0 else ("ray", "datasets")):
+                    runs[engine].append(run_child(engine, corpus, tokenizer_dir))
+                    print(f"{mb} MB {engine} (round {r + 1}): {runs[engine][-1]}", flush=True)
+            for engine, engine_runs in runs.items():
+                row[engine] = engine_runs[0] if args.rounds == 1 else {
+                    "prepare_s": statistics.median(x["prepare_s"] for x in engine_runs),
+                    "driver_peak_rss_mb": statistics.median(x["driver_peak_rss_mb"] for x in engine_runs),
+                    "train_tokens": engine_runs[0]["train_tokens"], "runs": engine_runs}
+            if args.rounds > 1:
+                row["wall_ratio_per_round"] = [round(r_["prepare_s"] / d["prepare_s"], 2)
+                                               for r_, d in zip(runs["ray"], runs["datasets"])]
             assert row["datasets"]["train_tokens"] == row["ray"]["train_tokens"]
             report["sizes"].append(row)
-        for mb in scaling_sizes:
+        for mb in [] if args.sizes_only else scaling_sizes:
             corpus, size_mb = corpora[mb]
             scaling = {"corpus_mb": round(size_mb)}
             for nodes in (1, 2):
@@ -215,15 +234,16 @@ def main() -> None:
             scaling["speedup"] = round(scaling["2_node_x_1_cpu"]["mb_per_s"] / scaling["1_node_x_1_cpu"]["mb_per_s"],
                                        2)
             report["scaling"].append(scaling)
-        report["plain_process_ceiling"] = ceiling(tokenizer_dir, corpora[sizes[-1]][0])
-        print(f"ceiling: {report['plain_process_ceiling']}", flush=True)
+        if not args.sizes_only:
+            report["plain_process_ceiling"] = ceiling(tokenizer_dir, corpora[sizes[-1]][0])
+            print(f"ceiling: {report['plain_process_ceiling']}", flush=True)
         peaks = [row["ray"]["driver_peak_rss_mb"] for row in report["sizes"]]
         report["ray_driver_peak_growth"] = round(max(peaks) / min(peaks) - 1, 3)
         report["wall_ratio_ray_over_datasets"] = [round(r["ray"]["prepare_s"] / r["datasets"]["prepare_s"], 2)
                                                   for r in report["sizes"]]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    publish(report, OUT, args.quick)
+    publish(report, args.out, args.quick)
 
 
 if __name__ == "__main__":
