@@ -74,6 +74,9 @@ export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=${RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEO
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
 # Workers at normal priority: Ray starts them at nice 15, below its own helper processes.
 export RAY_worker_niceness=${RAY_worker_niceness:-0}
+# Every process of this node inherits this tag (Ray's workers take the raylet's environment): stop_cluster.sh
+# finds by it the ones whose names no longer say which node they belong to (`ray::TrainController`).
+export RTUNE_NODE_TAG="$state_dir"
 setsid ray start --block --disable-usage-stats "${args[@]}" >"$state_dir/ray.log" 2>&1 < /dev/null &
 echo $! > "$state_dir/pid"
 # Every node runs under a temp dir of its own: stop_cluster.sh kills this node's stragglers by it.

@@ -42,5 +42,11 @@ fi
 if [ -n "$temp_dir" ]; then
   pkill -KILL -f -- "$temp_dir/" 2>/dev/null || true
 fi
+# Actors renamed by Ray (`ray::TrainController`) name nothing; one was seen outliving its stopped node by
+# hours (400 MB). They carry the node's tag in their environment (start_cluster.sh).
+for environ in $(grep -lzx -- "RTUNE_NODE_TAG=$state_dir" /proc/[0-9]*/environ 2>/dev/null || true); do
+  straggler=${environ#/proc/}; straggler=${straggler%/environ}
+  [ "$straggler" != "$$" ] && kill -KILL "$straggler" 2>/dev/null || true
+done
 rm -f "$state_dir/pid" "$state_dir/dashboard_url"
 echo "stopped the Ray node started by start_cluster.sh (pid $pid)"

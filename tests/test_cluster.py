@@ -46,6 +46,19 @@ def _own_processes(temp_dir: str) -> list[str]:
     return [line for line in out.splitlines() if "pgrep" not in line]
 
 
+def _tagged_processes(state_dir: str) -> list[str]:
+    """Processes of a node start_cluster.sh started, by the tag in their environment (Ray renames its actors)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if f"RTUNE_NODE_TAG={state_dir}".encode() in f.read().split(b"\0"):
+                    found.append(f"{pid} {open(f'/proc/{pid}/cmdline').read()[:80]}")
+        except OSError:
+            continue
+    return found
+
+
 @pytest.fixture(scope="module")
 def head(tmp_path_factory, ray_cluster):
     """A head + one worker node, on ports of their own; the session's local Ray keeps running beside it."""
@@ -74,6 +87,7 @@ def head(tmp_path_factory, ray_cluster):
         assert stopped.returncode == 0, stopped.stderr
     # Only its own cluster is gone: nothing of it is left, and the session's Ray still answers.
     assert _own_processes(info["temp_dir"]) == [] and _own_processes(f"{info['temp_dir']}-w") == []
+    assert _tagged_processes(str(state / "head")) == [] and _tagged_processes(str(state / "worker")) == []
     import ray
 
     assert ray.is_initialized() and ray.cluster_resources().get("CPU", 0) >= 1
