@@ -260,14 +260,14 @@ def _pack_split(encoded, key: str, split: str, source: str, cfg: RTuneConfig) ->
 
 def prepare_data(cfg: RTuneConfig):
     """Run the whole pipeline (cache hits are cheap); returns (PreparedData, tokenizer)."""
-    from rtune.data.templates import end_of_turn
-    from rtune.model import tokenizer_fingerprint
-
     d = cfg.data
     if d.engine == "ray":  # the cluster tokenizes; the driver only plans
         from rtune.data.ray_engine import prepare_with_ray
 
         return prepare_with_ray(cfg)
+    from rtune.data.templates import end_of_turn
+    from rtune.model import tokenizer_fingerprint
+
     records = load_records(d, min_records=1 if d.eval_path else 2)
     records_fp = _key(records._fingerprint, d.text_field)
     if d.eval_path:

@@ -3,7 +3,8 @@
 1. The driver lists the corpus files (sorted, as `datasets` reads them) and keys the result by their names,
    sizes and modification times, the tokenizer, seq_len and the split settings.
 2. Count: one Ray task per file returns its number of records and where the empty ones are (plain tasks:
-   they start on Ray's prestarted workers, where a first Ray Data pipeline spends seconds starting up).
+   they start on Ray's prestarted workers, where a first Ray Data pipeline spends seconds starting up). They
+   go out first; Ray Data's helper actors start and the driver imports transformers while they count.
 3. The driver splits documents into train / validation exactly as the datasets engine does
    (`split_documents` over the global document index), so both engines train on the same rows. A BPE
    trained on the data is trained here from the training text, streamed one file at a time.
@@ -80,7 +81,12 @@ def _collect(run: Callable[[], list]) -> list:
         raise
 
 
-def _quiet_data_context():
+def _start_ray_data() -> None:
+    """Ray Data's settings for rtune, and its helper actors started now, while the driver counts and loads the
+    tokenizer. A cluster's first pipeline otherwise starts them (stats, autoscaling coordinator, actor locations:
+    detached actors, each a fresh Python process, ~1.5 s of CPU) just as the tokenizer actors start, and on
+    2 cores that delayed the first files by 2 s. Best effort: these are Ray Data internals; if they move, the
+    pipeline starts the actors itself, as before."""
     import ray.data
 
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # its INFO / WARNING lines would bury rtune's
@@ -88,7 +94,15 @@ def _quiet_data_context():
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.wait_for_min_actors_s = 600  # a pool that cannot start fails instead of waiting forever
-    return ctx
+    try:
+        from ray.data._internal.cluster_autoscaler import get_or_create_autoscaling_coordinator
+        from ray.data._internal.execution.node_trackers import get_or_create_actor_location_tracker
+        from ray.data._internal.stats import get_or_create_stats_actor
+    except ImportError:
+        return
+    for start in (get_or_create_stats_actor, get_or_create_autoscaling_coordinator,
+                  get_or_create_actor_location_tracker):
+        start()  # returns at once; the actor starts in the background
 
 
 def _stat(path: str) -> Tuple[str, int, str]:
@@ -254,23 +268,26 @@ def _split_summaries(cfg: RTuneConfig, root: str, written: List[dict], stream: b
 def prepare_with_ray(cfg: RTuneConfig):
     """Prepare the data on the Ray cluster the driver is connected to; returns (PreparedData, tokenizer)."""
     import ray
-    import ray.data
 
-    from rtune.data.pipeline import _key, packing_of
     from rtune.data.sources import corpus_files
-    from rtune.model import tokenizer_fingerprint
 
     d = cfg.data
     if not ray.is_initialized():
         raise RuntimeError("data.engine=ray needs a connected Ray cluster (the driver starts one first)")
-    _quiet_data_context()
     train_files = corpus_files(d, d.path)
     files = train_files + (corpus_files(d, d.eval_path) if d.eval_path else [])
-    items = [{"index": i, "path": p} for i, p in enumerate(files)]
     started = time.perf_counter()
-    # Plain Ray tasks (Ray Data's first pipeline costs seconds of start-up; these take prestarted workers).
+    # Plain Ray tasks (Ray Data's first pipeline costs seconds of start-up; these take prestarted workers), sent
+    # first: they count while this process imports Ray Data and transformers and Ray Data's actors start.
     count = ray.remote(num_cpus=1)(count_file)
-    counts = _collect(lambda: ray.get([count.remote(item, asdict(d)) for item in items]))
+    counting = [count.remote({"index": i, "path": p}, asdict(d)) for i, p in enumerate(files)]
+    _start_ray_data()
+    import ray.data
+
+    from rtune.data.pipeline import _key, packing_of
+    from rtune.model import tokenizer_fingerprint
+
+    counts = _collect(lambda: ray.get(counting))
     plan = _plan(cfg, files, len(train_files), counts)
     source_key = _key("ray-v2", *map(_stat, files), len(train_files), d.format, d.text_field, d.messages_field,
                       d.train_on, d.val_fraction, cfg.seed, d.max_documents)
@@ -293,8 +310,10 @@ def prepare_with_ray(cfg: RTuneConfig):
     units = _units(plan, actors)
     written = _collect(ray.data.from_items(units, override_num_blocks=len(units)).map_batches(
         type(actor.__name__, (actor,), {"settings": settings}),
-        batch_size=1, num_cpus=1,  # one file (or part) at a time per actor: the work spreads over the nodes
-        compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1)).take_all)
+        batch_size=1, num_cpus=1,  # one file (or part) per call: the work spreads over the nodes
+        # the next part waits at the actor, so it starts the moment the last one ends (one at a time left a
+        # ~0.2 s round trip between parts); at most one part more queues at an actor at the end
+        compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=2)).take_all)
     tokenize_s = time.perf_counter() - started
     nodes = {}
     for r in written:

@@ -162,8 +162,12 @@ def init_local_ray(num_cpus: int, use_gpu: bool = False, log_to_driver: bool = T
     # Ray Train's preemption watcher is an actor polling every 5 s for drain notices of cloud nodes about to
     # go away; one machine has none to give, and on 2 cores every idle actor's CPU comes out of training.
     # Train reads the switch from the environment of the process that calls fit() (the driver, or a Tune trial).
-    watcher = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")}
-    return local_ray.connect(num_cpus, {"env_vars": {**worker_env(use_gpu), **watcher}}, log_to_driver=log_to_driver)
+    # The head runs with --disable-usage-stats, but Ray Data asks the process that runs a pipeline (the driver):
+    # left on, each local cluster starts a usage-collection actor (a Python process, ~1.5 s of CPU) to buffer
+    # stats nobody sends. Nothing leaves this machine either way.
+    quiet = {name: os.environ.setdefault(name, "0")
+             for name in ("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "RAY_USAGE_STATS_ENABLED")}
+    return local_ray.connect(num_cpus, {"env_vars": {**worker_env(use_gpu), **quiet}}, log_to_driver=log_to_driver)
 
 
 def local_num_cpus(cfg: RTuneConfig) -> int:
