@@ -13,6 +13,9 @@ bigger cluster gets; and, for the ceiling of this box, two plain processes token
     # one size, the engines interleaved (order swapped each round), no cluster scaling:
     python scripts/bench_data_engine.py --sizes 50 --rounds 3 --sizes-only \
         --out results/benchmarks/data_engine_50mb.json
+    # the cluster scaling alone, 1 and 2 nodes interleaved (order swapped each round):
+    python scripts/bench_data_engine.py --sizes 1024 --rounds 2 --scaling-only \
+        --out results/benchmarks/data_engine_scaling.json
 """
 
 from __future__ import annotations
@@ -135,7 +138,9 @@ def ceiling(tokenizer_dir: str, corpus: str, n_files: int = 8) -> dict:
 def run_child(engine: str, corpus: str, tokenizer: str, address: str = "") -> dict:
     work = tempfile.mkdtemp(prefix="rtune-bench-data-")
     env = {**os.environ, "RTUNE_CACHE_DIR": f"{work}/cache", "HF_DATASETS_CACHE": f"{work}/hf",
-           **({"RAY_AUTH_MODE": "token"} if address else {}),  # start_cluster.sh clusters use token auth
+           # start_cluster.sh clusters use token auth; they run with --disable-usage-stats, and so does the driver
+           # (as on rtune's local clusters: Ray Data asks the driver, and would start a usage-collection actor)
+           **({"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"} if address else {}),
            "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     # The driver's tokenizer threads as a user's `python -m rtune train` has them (all cores for the datasets
     # engine's batched encode); rtune's Ray workers run one thread each (worker_env), one actor per CPU.
@@ -175,6 +180,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="50,200,1024", help="corpus sizes in MB, comma-separated")
     parser.add_argument("--rounds", type=int, default=1, help="runs of each engine per size, interleaved")
     parser.add_argument("--sizes-only", action="store_true", help="skip the cluster scaling and the ceiling")
+    parser.add_argument("--scaling-only", action="store_true",
+                        help="only the cluster scaling (on the largest of --sizes, in --rounds rounds) and the ceiling")
     parser.add_argument("--out", default=OUT)
     parser.add_argument("--child", nargs=5, metavar=("ENGINE", "CORPUS", "TOKENIZER", "WORK", "ADDRESS"))
     args = parser.parse_args()
@@ -203,6 +210,8 @@ def main() -> None:
         for mb in sizes:
             corpus = os.path.join(work, f"corpus-{mb}")
             corpora[mb] = (corpus, make_corpus(corpus, mb) / 2**20)
+            if args.scaling_only:
+                continue
             row = {"corpus_mb": round(corpora[mb][1]), "files": len(os.listdir(corpus))}
             runs = {"datasets": [], "ray": []}
             for r in range(args.rounds):  # interleaved, order swapped each round: drift hits both engines alike
@@ -222,23 +231,32 @@ def main() -> None:
         for mb in [] if args.sizes_only else scaling_sizes:
             corpus, size_mb = corpora[mb]
             scaling = {"corpus_mb": round(size_mb)}
-            for nodes in (1, 2):
-                address, stop = cluster(nodes, os.path.join(work, f"cluster-{mb}-{nodes}"))
-                try:
-                    result = run_child("ray", corpus, tokenizer_dir, address)
-                finally:
-                    stop()
-                result["mb_per_s"] = round(size_mb / result["prepare_s"], 2)
-                scaling[f"{nodes}_node_x_1_cpu"] = result
-                print(f"{mb} MB, {nodes} node(s) x 1 CPU: {result}", flush=True)
-            scaling["speedup"] = round(scaling["2_node_x_1_cpu"]["mb_per_s"] / scaling["1_node_x_1_cpu"]["mb_per_s"],
-                                       2)
+            runs = {1: [], 2: []}
+            for r in range(args.rounds):  # interleaved, order swapped each round
+                for nodes in ((1, 2) if r % 2 == 0 else (2, 1)):
+                    address, stop = cluster(nodes, os.path.join(work, f"cluster-{mb}-{nodes}"))
+                    try:
+                        result = run_child("ray", corpus, tokenizer_dir, address)
+                    finally:
+                        stop()
+                    result["mb_per_s"] = round(size_mb / result["prepare_s"], 2)
+                    runs[nodes].append(result)
+                    print(f"{mb} MB, {nodes} node(s) x 1 CPU (round {r + 1}): {result}", flush=True)
+            speedups = [round(two["mb_per_s"] / one["mb_per_s"], 2) for one, two in zip(runs[1], runs[2])]
+            for nodes, node_runs in runs.items():
+                scaling[f"{nodes}_node_x_1_cpu"] = node_runs[0] if args.rounds == 1 else {
+                    "prepare_s": statistics.median(x["prepare_s"] for x in node_runs),
+                    "mb_per_s": statistics.median(x["mb_per_s"] for x in node_runs), "runs": node_runs}
+            scaling["speedup"] = statistics.median(speedups)
+            if args.rounds > 1:
+                scaling["speedup_per_round"] = speedups
             report["scaling"].append(scaling)
         if not args.sizes_only:
             report["plain_process_ceiling"] = ceiling(tokenizer_dir, corpora[sizes[-1]][0])
             print(f"ceiling: {report['plain_process_ceiling']}", flush=True)
         peaks = [row["ray"]["driver_peak_rss_mb"] for row in report["sizes"]]
-        report["ray_driver_peak_growth"] = round(max(peaks) / min(peaks) - 1, 3)
+        if peaks:
+            report["ray_driver_peak_growth"] = round(max(peaks) / min(peaks) - 1, 3)
         report["wall_ratio_ray_over_datasets"] = [round(r["ray"]["prepare_s"] / r["datasets"]["prepare_s"], 2)
                                                   for r in report["sizes"]]
     finally:

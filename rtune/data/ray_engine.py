@@ -4,7 +4,8 @@
    sizes and modification times, the tokenizer, seq_len and the split settings.
 2. Count: one Ray task per file returns its number of records and where the empty ones are (plain tasks:
    they start on Ray's prestarted workers, where a first Ray Data pipeline spends seconds starting up). They
-   go out first; Ray Data's helper actors start and the driver imports transformers while they count.
+   go out first, while the driver loads the tokenizer and looks for the manifest: a cache hit cancels them
+   (it needs no counts); otherwise Ray Data's helper actors start while they finish.
 3. The driver splits documents into train / validation exactly as the datasets engine does
    (`split_documents` over the global document index), so both engines train on the same rows. A BPE
    trained on the data is trained here from the training text, streamed one file at a time.
@@ -175,19 +176,26 @@ def _units(plan: List[dict], actors: int) -> List[dict]:
     return units
 
 
-def _tokenizer(cfg: RTuneConfig, plan: List[dict], n_train_files: int, key: str):
-    """The model's tokenizer, or a BPE trained on the training documents streamed from the cluster."""
-    import ray
-
+def _ready_tokenizer(cfg: RTuneConfig, key: str):
+    """The model's tokenizer, or a BPE trained before on this data; None when one must be trained."""
     from rtune.data.pipeline import get_tokenizer
-    from rtune.model import load_tokenizer_from, train_bpe_tokenizer
+    from rtune.model import load_tokenizer_from
 
     m, d = cfg.model, cfg.data
     if m.tokenizer or m.name_or_path:  # with the chat template the format needs
         return get_tokenizer(cfg, None, np.zeros(0, dtype=np.int64), "")
     out_dir = os.path.join(d.cache_dir, "tokenizers", f"ray-{key}")
-    if os.path.isdir(out_dir):
-        return _with_template(load_tokenizer_from(out_dir, trust_remote_code=False), cfg)
+    return _with_template(load_tokenizer_from(out_dir, trust_remote_code=False), cfg) if os.path.isdir(out_dir) \
+        else None
+
+
+def _train_bpe(cfg: RTuneConfig, plan: List[dict], n_train_files: int, key: str):
+    """A BPE trained on the training documents, streamed from the cluster one file at a time."""
+    import ray
+
+    from rtune.model import train_bpe_tokenizer
+
+    m, d = cfg.model, cfg.data
     read = ray.remote(num_cpus=1)(train_texts)
 
     def texts():
@@ -201,6 +209,7 @@ def _tokenizer(cfg: RTuneConfig, plan: List[dict], n_train_files: int, key: str)
                 pending.append(read.remote(p["path"], data, p["keep_docs"], json.loads(p["val"])))
             yield from chunk
 
+    out_dir = os.path.join(d.cache_dir, "tokenizers", f"ray-{key}")
     return _with_template(train_bpe_tokenizer(texts(), m.tokenizer_vocab_size, out_dir), cfg)
 
 
@@ -265,6 +274,25 @@ def _split_summaries(cfg: RTuneConfig, root: str, written: List[dict], stream: b
     return out
 
 
+def _data_key(cfg: RTuneConfig, tokenizer, source_key: str) -> Tuple[str, str]:
+    """The prepared data's key and its directory under data.cache_uri."""
+    from rtune.data.pipeline import _key, packing_of
+    from rtune.model import tokenizer_fingerprint
+
+    d = cfg.data
+    key = _key(source_key, tokenizer_fingerprint(tokenizer), d.seq_len, packing_of(cfg), d.truncation)
+    return key, f"{d.cache_uri.rstrip('/')}/{key}"
+
+
+def _found(cfg: RTuneConfig, tokenizer, source_key: str):
+    """The data prepared before, by this or any other run on this storage; None if there is none."""
+    _, root = _data_key(cfg, tokenizer, source_key)
+    if not _exists(root, MANIFEST):
+        return None
+    print(f"[rtune] data.engine=ray: prepared data found at {root}", flush=True)
+    return _prepared(root, _read_json(root, MANIFEST), cfg, tokenizer)
+
+
 def prepare_with_ray(cfg: RTuneConfig):
     """Prepare the data on the Ray cluster the driver is connected to; returns (PreparedData, tokenizer)."""
     import ray
@@ -278,26 +306,31 @@ def prepare_with_ray(cfg: RTuneConfig):
     files = train_files + (corpus_files(d, d.eval_path) if d.eval_path else [])
     started = time.perf_counter()
     # Plain Ray tasks (Ray Data's first pipeline costs seconds of start-up; these take prestarted workers), sent
-    # first: they count while this process imports Ray Data and transformers and Ray Data's actors start.
+    # first: they count while this process imports transformers and loads the tokenizer.
     count = ray.remote(num_cpus=1)(count_file)
     counting = [count.remote({"index": i, "path": p}, asdict(d)) for i, p in enumerate(files)]
-    _start_ray_data()
-    import ray.data
-
     from rtune.data.pipeline import _key, packing_of
-    from rtune.model import tokenizer_fingerprint
+
+    source_key = _key("ray-v2", *map(_stat, files), len(train_files), d.format, d.text_field, d.messages_field,
+                      d.train_on, d.val_fraction, cfg.seed, d.max_documents)
+    tokenizer = _ready_tokenizer(cfg, source_key)
+    if tokenizer is not None:
+        found = _found(cfg, tokenizer, source_key)
+        if found is not None:  # a cache hit needs no counts (they are keyed by the files' names, sizes, times)
+            for ref in counting:
+                ray.cancel(ref)
+            return found, tokenizer
+    _start_ray_data()  # there is work for it: its helper actors start while the counts finish
+    import ray.data
 
     counts = _collect(lambda: ray.get(counting))
     plan = _plan(cfg, files, len(train_files), counts)
-    source_key = _key("ray-v2", *map(_stat, files), len(train_files), d.format, d.text_field, d.messages_field,
-                      d.train_on, d.val_fraction, cfg.seed, d.max_documents)
-    tokenizer = _tokenizer(cfg, plan, len(train_files), source_key)
-    key = _key(source_key, tokenizer_fingerprint(tokenizer), d.seq_len, packing_of(cfg), d.truncation)
-    root = f"{d.cache_uri.rstrip('/')}/{key}"
-    if _exists(root, MANIFEST):  # prepared before, by this or any other run on this storage
-        print(f"[rtune] data.engine=ray: prepared data found at {root}", flush=True)
-        return _prepared(root, _read_json(root, MANIFEST), cfg, tokenizer), tokenizer
-
+    if tokenizer is None:
+        tokenizer = _train_bpe(cfg, plan, len(train_files), source_key)
+        found = _found(cfg, tokenizer, source_key)
+        if found is not None:
+            return found, tokenizer
+    key, root = _data_key(cfg, tokenizer, source_key)
     _save_tokenizer(tokenizer, root, d.cache_dir, key)
     plan_s = time.perf_counter() - started
     actors = max(1, min(len(files), int(ray.available_resources().get("CPU", 1))))
