@@ -83,11 +83,11 @@ def _collect(run: Callable[[], list]) -> list:
 
 
 def _start_ray_data() -> None:
-    """Ray Data's settings for rtune, and its helper actors started now, while the driver counts and loads the
-    tokenizer. A cluster's first pipeline otherwise starts them (stats, autoscaling coordinator, actor locations:
-    detached actors, each a fresh Python process, ~1.5 s of CPU) just as the tokenizer actors start, and on
-    2 cores that delayed the first files by 2 s. Best effort: these are Ray Data internals; if they move, the
-    pipeline starts the actors itself, as before."""
+    """Ray Data's settings for rtune, and its helper actors started now, while the counts finish (called only
+    when there is data to prepare). A cluster's first pipeline otherwise starts them (stats, autoscaling
+    coordinator, actor locations: detached actors, each a fresh Python process, ~1.5 s of CPU) just as the
+    tokenizer actors start, and on 2 cores that delayed the first files by 2 s. Best effort: these are Ray
+    Data internals; if they move, the pipeline starts the actors itself, as before."""
     import ray.data
 
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # its INFO / WARNING lines would bury rtune's
