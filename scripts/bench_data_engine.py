@@ -34,6 +34,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from scripts.bench import median_of  # noqa: E402
 from scripts.bench_checkpoint import publish  # noqa: E402
 
 OUT = os.path.join(ROOT, "results", "benchmarks", "data_engine.json")
@@ -219,10 +220,7 @@ def main() -> None:
                     runs[engine].append(run_child(engine, corpus, tokenizer_dir))
                     print(f"{mb} MB {engine} (round {r + 1}): {runs[engine][-1]}", flush=True)
             for engine, engine_runs in runs.items():
-                row[engine] = engine_runs[0] if args.rounds == 1 else {
-                    "prepare_s": statistics.median(x["prepare_s"] for x in engine_runs),
-                    "driver_peak_rss_mb": statistics.median(x["driver_peak_rss_mb"] for x in engine_runs),
-                    "train_tokens": engine_runs[0]["train_tokens"], "runs": engine_runs}
+                row[engine] = median_of(engine_runs)
             if args.rounds > 1:
                 row["wall_ratio_per_round"] = [round(r_["prepare_s"] / d["prepare_s"], 2)
                                                for r_, d in zip(runs["ray"], runs["datasets"])]
@@ -244,9 +242,7 @@ def main() -> None:
                     print(f"{mb} MB, {nodes} node(s) x 1 CPU (round {r + 1}): {result}", flush=True)
             speedups = [round(two["mb_per_s"] / one["mb_per_s"], 2) for one, two in zip(runs[1], runs[2])]
             for nodes, node_runs in runs.items():
-                scaling[f"{nodes}_node_x_1_cpu"] = node_runs[0] if args.rounds == 1 else {
-                    "prepare_s": statistics.median(x["prepare_s"] for x in node_runs),
-                    "mb_per_s": statistics.median(x["mb_per_s"] for x in node_runs), "runs": node_runs}
+                scaling[f"{nodes}_node_x_1_cpu"] = median_of(node_runs)
             scaling["speedup"] = statistics.median(speedups)
             if args.rounds > 1:
                 scaling["speedup_per_round"] = speedups

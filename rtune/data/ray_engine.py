@@ -181,12 +181,17 @@ def _ready_tokenizer(cfg: RTuneConfig, key: str):
     from rtune.data.pipeline import get_tokenizer
     from rtune.model import load_tokenizer_from
 
-    m, d = cfg.model, cfg.data
+    m = cfg.model
     if m.tokenizer or m.name_or_path:  # with the chat template the format needs
         return get_tokenizer(cfg, None, np.zeros(0, dtype=np.int64), "")
-    out_dir = os.path.join(d.cache_dir, "tokenizers", f"ray-{key}")
+    out_dir = _bpe_dir(cfg, key)
     return _with_template(load_tokenizer_from(out_dir, trust_remote_code=False), cfg) if os.path.isdir(out_dir) \
         else None
+
+
+def _bpe_dir(cfg: RTuneConfig, key: str) -> str:
+    """Where the BPE trained on this data is kept (the driver's cache: it is trained there)."""
+    return os.path.join(cfg.data.cache_dir, "tokenizers", f"ray-{key}")
 
 
 def _train_bpe(cfg: RTuneConfig, plan: List[dict], n_train_files: int, key: str):
@@ -209,8 +214,7 @@ def _train_bpe(cfg: RTuneConfig, plan: List[dict], n_train_files: int, key: str)
                 pending.append(read.remote(p["path"], data, p["keep_docs"], json.loads(p["val"])))
             yield from chunk
 
-    out_dir = os.path.join(d.cache_dir, "tokenizers", f"ray-{key}")
-    return _with_template(train_bpe_tokenizer(texts(), m.tokenizer_vocab_size, out_dir), cfg)
+    return _with_template(train_bpe_tokenizer(texts(), m.tokenizer_vocab_size, _bpe_dir(cfg, key)), cfg)
 
 
 def _with_template(tokenizer, cfg: RTuneConfig):
@@ -284,11 +288,8 @@ def _data_key(cfg: RTuneConfig, tokenizer, source_key: str) -> Tuple[str, str]:
     return key, f"{d.cache_uri.rstrip('/')}/{key}"
 
 
-def _found(cfg: RTuneConfig, tokenizer, source_key: str):
-    """The data prepared before, by this or any other run on this storage; None if there is none."""
-    _, root = _data_key(cfg, tokenizer, source_key)
-    if not _exists(root, MANIFEST):
-        return None
+def _found(root: str, cfg: RTuneConfig, tokenizer):
+    """The data prepared before at root, by this or any other run on this storage."""
     print(f"[rtune] data.engine=ray: prepared data found at {root}", flush=True)
     return _prepared(root, _read_json(root, MANIFEST), cfg, tokenizer)
 
@@ -315,11 +316,11 @@ def prepare_with_ray(cfg: RTuneConfig):
                       d.train_on, d.val_fraction, cfg.seed, d.max_documents)
     tokenizer = _ready_tokenizer(cfg, source_key)
     if tokenizer is not None:
-        found = _found(cfg, tokenizer, source_key)
-        if found is not None:  # a cache hit needs no counts (they are keyed by the files' names, sizes, times)
+        key, root = _data_key(cfg, tokenizer, source_key)
+        if _exists(root, MANIFEST):  # a cache hit needs no counts (they are keyed by the files' names, sizes, times)
             for ref in counting:
                 ray.cancel(ref)
-            return found, tokenizer
+            return _found(root, cfg, tokenizer), tokenizer
     _start_ray_data()  # there is work for it: its helper actors start while the counts finish
     import ray.data
 
@@ -327,10 +328,9 @@ def prepare_with_ray(cfg: RTuneConfig):
     plan = _plan(cfg, files, len(train_files), counts)
     if tokenizer is None:
         tokenizer = _train_bpe(cfg, plan, len(train_files), source_key)
-        found = _found(cfg, tokenizer, source_key)
-        if found is not None:
-            return found, tokenizer
-    key, root = _data_key(cfg, tokenizer, source_key)
+        key, root = _data_key(cfg, tokenizer, source_key)
+        if _exists(root, MANIFEST):
+            return _found(root, cfg, tokenizer), tokenizer
     _save_tokenizer(tokenizer, root, d.cache_dir, key)
     plan_s = time.perf_counter() - started
     actors = max(1, min(len(files), int(ray.available_resources().get("CPU", 1))))
