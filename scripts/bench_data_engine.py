@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -136,7 +137,8 @@ def ceiling(tokenizer_dir: str, corpus: str, n_files: int = 8) -> dict:
             "speedup": round(one / two, 2)}
 
 
-def run_child(engine: str, corpus: str, tokenizer: str, address: str = "") -> dict:
+def run_child(engine: str, corpus: str, tokenizer: str, address: str = "", core: Optional[int] = None) -> dict:
+    """One preparation in a fresh process (on one core, `taskset`, when `core` is given)."""
     work = tempfile.mkdtemp(prefix="rtune-bench-data-")
     env = {**os.environ, "RTUNE_CACHE_DIR": f"{work}/cache", "HF_DATASETS_CACHE": f"{work}/hf",
            # start_cluster.sh clusters use token auth; they run with --disable-usage-stats, and so does the driver
@@ -147,7 +149,8 @@ def run_child(engine: str, corpus: str, tokenizer: str, address: str = "") -> di
     # engine's batched encode); rtune's Ray workers run one thread each (worker_env), one actor per CPU.
     env.pop("TOKENIZERS_PARALLELISM", None)
     try:
-        out = subprocess.run([sys.executable, __file__, "--child", engine, corpus, tokenizer, work, address],
+        pin = [] if core is None else ["taskset", "-c", str(core)]
+        out = subprocess.run([*pin, sys.executable, __file__, "--child", engine, corpus, tokenizer, work, address],
                              env=env, capture_output=True, text=True, timeout=3600)
         lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
         if out.returncode or not lines:
@@ -157,17 +160,24 @@ def run_child(engine: str, corpus: str, tokenizer: str, address: str = "") -> di
         shutil.rmtree(work, ignore_errors=True)
 
 
-def cluster(nodes: int, work: str):
+def cluster(nodes: int, pinned: bool):
     """A local cluster of `nodes` nodes x 1 CPU (`ray start`, no dashboard: on 2 cores its polling would
-    take CPU from the tokenizer actors); returns (address, stop)."""
+    take CPU from the tokenizer actors); returns (address, stop). Pinned: node i's processes (its raylet, agents
+    and workers inherit the affinity of `ray start`; the head's also GCS) run on core i only, so that each node
+    is one core of this box, as a node of a real cluster has its own. Shared: all of them on every core, so
+    that one node's Ray processes also use the core a second node would have."""
     port = 46379
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_worker_niceness": "0"}  # as rtune's local clusters
     common = ["--num-cpus=1", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
-    subprocess.run(["ray", "start", "--head", f"--port={port}", "--include-dashboard=false",
+    def pin(i):
+        return ["taskset", "-c", str(i)] if pinned else []
+
+    subprocess.run([*pin(0), "ray", "start", "--head", f"--port={port}", "--include-dashboard=false",
                     f"--temp-dir=/tmp/rtb-{port}", *common], env=env, check=True, capture_output=True)
     for i in range(1, nodes):  # a second node on this machine needs its own agent port
-        subprocess.run(["ray", "start", f"--address=127.0.0.1:{port}", f"--dashboard-agent-listen-port={port + 10 + i}",
-                        *common], env=env, check=True, capture_output=True)
+        subprocess.run([*pin(i), "ray", "start", f"--address=127.0.0.1:{port}",
+                        f"--dashboard-agent-listen-port={port + 10 + i}", *common],
+                       env=env, check=True, capture_output=True)
 
     def stop():  # this box runs no other Ray while the benchmark does
         subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True)
@@ -183,6 +193,9 @@ def main() -> None:
     parser.add_argument("--sizes-only", action="store_true", help="skip the cluster scaling and the ceiling")
     parser.add_argument("--scaling-only", action="store_true",
                         help="only the cluster scaling (on the largest of --sizes, in --rounds rounds) and the ceiling")
+    parser.add_argument("--placement", choices=("shared", "pinned", "both"), default="both",
+                        help="the scaling's nodes: sharing all cores, or pinned one core each (see cluster); both: "
+                             "interleaved in each round")
     parser.add_argument("--out", default=OUT)
     parser.add_argument("--child", nargs=5, metavar=("ENGINE", "CORPUS", "TOKENIZER", "WORK", "ADDRESS"))
     args = parser.parse_args()
@@ -226,27 +239,31 @@ def main() -> None:
                                                for r_, d in zip(runs["ray"], runs["datasets"])]
             assert row["datasets"]["train_tokens"] == row["ray"]["train_tokens"]
             report["sizes"].append(row)
+        placements = ["shared", "pinned"] if args.placement == "both" else [args.placement]
         for mb in [] if args.sizes_only else scaling_sizes:
             corpus, size_mb = corpora[mb]
-            scaling = {"corpus_mb": round(size_mb)}
-            runs = {1: [], 2: []}
+            runs = {(placement, nodes): [] for placement in placements for nodes in (1, 2)}
             for r in range(args.rounds):  # interleaved, order swapped each round
-                for nodes in ((1, 2) if r % 2 == 0 else (2, 1)):
-                    address, stop = cluster(nodes, os.path.join(work, f"cluster-{mb}-{nodes}"))
-                    try:
-                        result = run_child("ray", corpus, tokenizer_dir, address)
-                    finally:
-                        stop()
-                    result["mb_per_s"] = round(size_mb / result["prepare_s"], 2)
-                    runs[nodes].append(result)
-                    print(f"{mb} MB, {nodes} node(s) x 1 CPU (round {r + 1}): {result}", flush=True)
-            speedups = [round(two["mb_per_s"] / one["mb_per_s"], 2) for one, two in zip(runs[1], runs[2])]
-            for nodes, node_runs in runs.items():
-                scaling[f"{nodes}_node_x_1_cpu"] = median_of(node_runs)
-            scaling["speedup"] = statistics.median(speedups)
-            if args.rounds > 1:
-                scaling["speedup_per_round"] = speedups
-            report["scaling"].append(scaling)
+                for placement in placements:
+                    for nodes in ((1, 2) if r % 2 == 0 else (2, 1)):
+                        pinned = placement == "pinned"
+                        address, stop = cluster(nodes, pinned)
+                        try:  # the driver runs on the head node (pinned: on its core)
+                            result = run_child("ray", corpus, tokenizer_dir, address, core=0 if pinned else None)
+                        finally:
+                            stop()
+                        result["mb_per_s"] = round(size_mb / result["prepare_s"], 2)
+                        runs[placement, nodes].append(result)
+                        print(f"{mb} MB, {nodes} node(s) x 1 CPU, {placement} (round {r + 1}): {result}", flush=True)
+            for placement in placements:
+                one, two = runs[placement, 1], runs[placement, 2]
+                speedups = [round(b["mb_per_s"] / a["mb_per_s"], 2) for a, b in zip(one, two)]
+                scaling = {"corpus_mb": round(size_mb), "placement": placement,
+                           "1_node_x_1_cpu": median_of(one), "2_node_x_1_cpu": median_of(two),
+                           "speedup": statistics.median(speedups)}
+                if args.rounds > 1:
+                    scaling["speedup_per_round"] = speedups
+                report["scaling"].append(scaling)
         if not args.sizes_only:
             report["plain_process_ceiling"] = ceiling(tokenizer_dir, corpora[sizes[-1]][0])
             print(f"ceiling: {report['plain_process_ceiling']}", flush=True)

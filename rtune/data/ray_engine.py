@@ -306,6 +306,7 @@ def prepare_with_ray(cfg: RTuneConfig):
     train_files = corpus_files(d, d.path)
     files = train_files + (corpus_files(d, d.eval_path) if d.eval_path else [])
     started = time.perf_counter()
+    cpus = int(ray.available_resources().get("CPU", 1))  # before the count tasks take some
     # Plain Ray tasks (Ray Data's first pipeline costs seconds of start-up; these take prestarted workers), sent
     # first: they count while this process imports transformers and loads the tokenizer.
     count = ray.remote(num_cpus=1)(count_file)
@@ -333,7 +334,8 @@ def prepare_with_ray(cfg: RTuneConfig):
             return _found(root, cfg, tokenizer), tokenizer
     _save_tokenizer(tokenizer, root, d.cache_dir, key)
     plan_s = time.perf_counter() - started
-    actors = max(1, min(len(files), int(ray.available_resources().get("CPU", 1))))
+    # CPUs free now, or at the start if more: a count task's CPU shows as released only some time after it ends
+    actors = max(1, min(len(files), max(cpus, int(ray.available_resources().get("CPU", 1)))))
     # Raw text in concat packing is a token stream; anything else is packed into rows, file by file.
     stream = d.format == "text" and packing_of(cfg) == "concat"
     settings = {"root": root, "cache_dir": d.cache_dir, "field": d.text_field, "eos_token_id": tokenizer.eos_token_id,
