@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,24 @@ def test_ray_engine_rows_equal_the_datasets_engine(tmp_path, ray_cluster, n_file
     before = os.path.getmtime(os.path.join(root, "manifest.json"))
     again, _ = _prepare(tmp_path, "ray", *extra)
     assert again == prepared and os.path.getmtime(os.path.join(root, "manifest.json")) == before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Ray ships jemalloc in its Linux wheels")
+def test_tokenizer_actors_run_with_jemalloc(ray_cluster, monkeypatch):
+    """The runtime env the tokenizer actors get preloads Ray's jemalloc into their worker process (under glibc's
+    malloc the Rust tokenizer slowed by a third after a few files); RTUNE_JEMALLOC=0 turns it off."""
+    import ray
+
+    from rtune.data.ray_engine import _actor_runtime_env
+
+    @ray.remote(num_cpus=0)
+    def allocators():
+        return [line.split()[-1] for line in open("/proc/self/maps") if "jemalloc" in line]
+
+    runtime_env = _actor_runtime_env()
+    assert any(p.endswith("libjemalloc.so") for p in ray.get(allocators.options(runtime_env=runtime_env).remote()))
+    monkeypatch.setenv("RTUNE_JEMALLOC", "0")
+    assert _actor_runtime_env() == {}
 
 
 def test_ray_engine_reports_bad_data_and_config_in_one_line(tmp_path, ray_cluster):
