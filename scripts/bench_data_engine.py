@@ -6,12 +6,13 @@ the preparation's wall time and the driver's peak resident memory (VmHWM), each 
 caches (rtune's and the datasets library's) and the same tokenizer (a BPE trained once on the bundled sample,
 so the figures measure preparation, not tokenizer training). Then the ray engine's throughput on local
 clusters of 1 node x 1 CPU and 2 nodes x 1 CPU (`ray start`, no dashboard) on the 1 GB corpus, the scaling a
-bigger cluster gets; and, for the ceiling of this box, two plain processes tokenizing vs one.
+bigger cluster gets, with the nodes sharing the box's cores and with each node pinned to a core of its own
+(`--placement`, see `cluster`); and, for the ceiling of this box, two plain processes tokenizing vs one.
 
     python scripts/bench_data_engine.py            # writes results/benchmarks/data_engine.json
     python scripts/bench_data_engine.py --quick    # 6 MB / 12 MB smoke run; writes nothing
     # one size, the engines interleaved (order swapped each round), no cluster scaling:
-    python scripts/bench_data_engine.py --sizes 50 --rounds 3 --sizes-only \
+    python scripts/bench_data_engine.py --sizes 50 --rounds 5 --sizes-only \
         --out results/benchmarks/data_engine_50mb.json
     # the cluster scaling alone, 1 and 2 nodes interleaved (order swapped each round):
     python scripts/bench_data_engine.py --sizes 1024 --rounds 2 --scaling-only \
