@@ -110,7 +110,8 @@ def _actor_runtime_env() -> dict:
     """The tokenizer actors run with jemalloc, the allocator Ray ships for its own processes (Linux wheels), where
     the driver's Ray has it and RTUNE_JEMALLOC is not 0. Under glibc's malloc the Rust tokenizer's heap fragments
     file after file: tokenizing the same 10 MB file took 2.3 s of CPU in a fresh process and 3.1 s after a few
-    files, where with jemalloc it stays at ~2.1 s. Ray starts its raylet with jemalloc but not its workers."""
+    files, where with jemalloc it stays at ~2.2 s. Ray starts its raylet with jemalloc but not its workers. The
+    path is the driver's: a node whose Ray lives elsewhere warns that it cannot preload it and runs as before."""
     import sys
 
     import ray
