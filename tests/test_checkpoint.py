@@ -180,3 +180,100 @@ def test_ranks_putting_their_parts_into_one_storage_folder_at_once_lose_nothing(
     (tmp_path / "retry" / "fsdp_shards" / "rank0.safetensors").write_bytes(b"new")
     put_directory(str(tmp_path / "retry"), str(dest), fs)
     assert (dest / "fsdp_shards" / "rank0.safetensors").read_bytes() == b"new"
+
+
+# ---- writes around the page cache (rtune.direct_io, put_directory) ------------------------------------------
+
+def _fs_type(path: str) -> str:
+    """The filesystem type of the mount holding path (Linux /proc/mounts)."""
+    path, best = os.path.realpath(path), ("", "")
+    with open("/proc/mounts") as f:
+        for line in f:
+            mount_point, fs_type = line.split()[1:3]
+            inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+            if inside and len(mount_point) > len(best[0]):
+                best = (mount_point, fs_type)
+    return best[1]
+
+
+def _resident_pages(path: str) -> int:
+    """How many of a file's pages are in the page cache (mincore on a mapping that touches none of them)."""
+    import ctypes
+    import mmap
+
+    size = os.path.getsize(path)
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open(path, "rb") as f:
+        mapping = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY)
+    anchor = ctypes.c_char.from_buffer(mapping)
+    try:
+        pages = (ctypes.c_ubyte * (-(-size // mmap.PAGESIZE)))()
+        assert libc.mincore(ctypes.c_void_p(ctypes.addressof(anchor)), ctypes.c_size_t(size), pages) == 0
+        return sum(p & 1 for p in pages)
+    finally:
+        del anchor
+        mapping.close()
+
+
+needs_page_cache = pytest.mark.skipif(
+    not os.path.exists("/proc/mounts") or _fs_type(os.environ.get("TMPDIR", "/tmp")) in ("tmpfs", ""),
+    reason="page-cache residency: Linux, on a disk-backed temporary directory")
+
+
+@needs_page_cache
+def test_trainer_state_is_written_around_the_page_cache_and_loads_exactly(tmp_path, monkeypatch):
+    from rtune import direct_io
+
+    monkeypatch.setattr(direct_io, "CHUNK_BYTES", 64 * 1024)  # many full buffers, then a ragged tail
+    monkeypatch.setattr(direct_io, "_buffer", None)
+    state = {"exp_avg": torch.randn(100_003), "step": 7, "name": "adamw"}
+    path = str(tmp_path / ckpt.STATE)
+    with direct_io.direct_writer(path) as f:
+        torch.save(state, f)
+    assert f.direct, "O_DIRECT was refused on a disk-backed filesystem"
+    assert _resident_pages(path) == 0  # before reading it back, which fills the cache
+    loaded = torch.load(path, weights_only=True)
+    assert torch.equal(loaded["exp_avg"], state["exp_avg"]) and loaded["step"] == 7 and loaded["name"] == "adamw"
+    torch.save(state, str(tmp_path / "buffered.pt"))  # the usual write: what the check above would see without it
+    assert _resident_pages(str(tmp_path / "buffered.pt")) > 0
+
+
+def test_a_filesystem_refusing_direct_writes_still_gets_the_whole_file(tmp_path, monkeypatch):
+    """Some filesystems accept O_DIRECT at open and refuse the write (EINVAL): the rest goes the usual way."""
+    import errno
+    import fcntl
+    import types
+
+    from rtune import direct_io
+
+    def refusing_write(fd, data):
+        if getattr(os, "O_DIRECT", 0) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return os.write(fd, data)
+
+    monkeypatch.setattr(direct_io, "os", types.SimpleNamespace(**{**vars(os), "write": refusing_write}))
+    monkeypatch.setattr(direct_io, "CHUNK_BYTES", 64 * 1024)
+    monkeypatch.setattr(direct_io, "_buffer", None)
+    state = {"exp_avg": torch.randn(50_001)}
+    path = str(tmp_path / ckpt.STATE)
+    with direct_io.direct_writer(path) as f:
+        torch.save(state, f)
+    assert not f.direct
+    assert torch.equal(torch.load(path, weights_only=True)["exp_avg"], state["exp_avg"])
+
+
+@needs_page_cache
+def test_local_storage_takes_a_checkpoint_on_disk_and_out_of_the_page_cache(tmp_path):
+    """A background upload to local storage moves files in: each is flushed, then dropped from the cache first."""
+    import pyarrow.fs
+
+    from rtune.worker.checkpointing import put_directory
+
+    src = tmp_path / "local"
+    (src / "fsdp_shards").mkdir(parents=True)
+    for name in ("model.safetensors", "fsdp_shards/rank00000.safetensors"):
+        (src / name).write_bytes(os.urandom(1 << 20))
+        assert _resident_pages(str(src / name)) > 0  # just written: all in the cache
+    put_directory(str(src), str(tmp_path / "storage"), pyarrow.fs.LocalFileSystem())
+    for name in ("model.safetensors", "fsdp_shards/rank00000.safetensors"):
+        assert _resident_pages(str(tmp_path / "storage" / name)) == 0
