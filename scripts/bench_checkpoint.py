@@ -93,12 +93,36 @@ def main() -> None:
 
 
 def publish(report: dict, out: str, keep: bool) -> None:
-    """Print the report; a full run of both modes (not --quick) also writes it where the committed figures live."""
+    """Print the report; a full run of both modes (not --quick) also writes it, and its plot (.png beside it),
+    where the committed figures live."""
     print(json.dumps(report, indent=2))
     if keep:
         os.makedirs(os.path.dirname(out), exist_ok=True)
         with open(out, "w") as f:
             json.dump(report, f, indent=2)
+        plot(report, os.path.splitext(out)[0] + ".png")
+
+
+def plot(report: dict, path: str) -> None:
+    """Stall of every checkpoint, sync beside async, with each mode's median."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for offset, (mode, color) in zip((-0.2, 0.2), (("sync", "tab:red"), ("async", "tab:blue"))):
+        stalls = report[mode]["stall_s_per_checkpoint"]
+        ax.bar([i + 1 + offset for i in range(len(stalls))], stalls, width=0.4, color=color,
+               label=f"{mode}: median {report[mode]['median_stall_s']:.2f} s")
+    ax.set_xlabel("checkpoint (every 3 steps)")
+    ax.set_ylabel("training stall (s)")
+    ax.set_title(f"Stall per ~{report['sync']['checkpoint_mb'] / 1024:.0f} GB checkpoint, "
+                 f"{report['sync']['params'] / 1e6:.0f}M params, 2 DDP workers on {report['machine']['cores']} CPUs "
+                 f"({report['date']})", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
 
 
 if __name__ == "__main__":
