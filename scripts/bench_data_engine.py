@@ -170,6 +170,7 @@ def cluster(nodes: int, pinned: bool):
     port = 46379
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_worker_niceness": "0"}  # as rtune's local clusters
     common = ["--num-cpus=1", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
+
     def pin(i):
         return ["taskset", "-c", str(i)] if pinned else []
 

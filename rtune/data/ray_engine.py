@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 from dataclasses import asdict
 from typing import Callable, Dict, List, Tuple
@@ -112,8 +113,6 @@ def _actor_runtime_env() -> dict:
     file after file: tokenizing the same 10 MB file took 2.3 s of CPU in a fresh process and 3.1 s after a few
     files, where with jemalloc it stays at ~2.2 s. Ray starts its raylet with jemalloc but not its workers. The
     path is the driver's: a node whose Ray lives elsewhere warns that it cannot preload it and runs as before."""
-    import sys
-
     import ray
 
     library = os.path.join(os.path.dirname(ray.__file__), "core", "libjemalloc.so")
