@@ -89,18 +89,20 @@ def main() -> None:
         time_lost(results)
         for name, key in (("stall", "median_stall_s"), ("time_lost", "time_lost_s_per_checkpoint")):
             report[f"{name}_ratio_sync_over_async"] = round(results["sync"][key] / max(results["async"][key], 1e-3), 2)
-    publish(report, args.out, keep=not args.quick and len(results) == 2)
+    partial = args.quick or len(results) < 2  # printed, not kept
+    publish(report, args.out, partial)
+    if not partial:
+        plot(report, os.path.splitext(args.out)[0] + ".png")
 
 
-def publish(report: dict, out: str, keep: bool) -> None:
-    """Print the report; a full run of both modes (not --quick) also writes it, and its plot (.png beside it),
-    where the committed figures live."""
+def publish(report: dict, out: str, quick: bool) -> None:
+    """Print the report; a full (not --quick) run also writes it where the committed figures live (shared by
+    the other bench scripts)."""
     print(json.dumps(report, indent=2))
-    if keep:
+    if not quick:
         os.makedirs(os.path.dirname(out), exist_ok=True)
         with open(out, "w") as f:
             json.dump(report, f, indent=2)
-        plot(report, os.path.splitext(out)[0] + ".png")
 
 
 def plot(report: dict, path: str) -> None:
