@@ -25,18 +25,14 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch.utils.serialization import config as torch_serialization_config
 
-from rtune.config import ConfigError
 from rtune.direct_io import direct_writer
+from rtune.errors import UserError
 
 MARKER = "rtune_checkpoint.json"
 STATE = "trainer_state.pt"
 CONFIG = "rtune_config.json"
 FORMAT_VERSION = 1
 _DIR_PATTERN = re.compile(r"^checkpoint_(\d+)$")
-
-
-class CheckpointError(ConfigError):
-    """A checkpoint that cannot be used; the message says which and why."""
 
 
 def dir_name(step: int) -> str:
@@ -94,22 +90,22 @@ def save(out_dir: str, model, tokenizer, trainer_state: Dict[str, Any], config: 
 
 
 def read_marker(ckpt_dir: str) -> Dict[str, Any]:
-    """The marker of a complete checkpoint; CheckpointError if absent or if files do not match it."""
+    """The marker of a complete checkpoint; UserError if absent or if files do not match it."""
     path = os.path.join(ckpt_dir, MARKER)
     if not os.path.isdir(ckpt_dir):
-        raise CheckpointError(f"checkpoint {ckpt_dir} does not exist")
+        raise UserError(f"checkpoint {ckpt_dir} does not exist")
     if not os.path.isfile(path):
-        raise CheckpointError(f"{ckpt_dir} is not a complete rtune checkpoint (no {MARKER})")
+        raise UserError(f"{ckpt_dir} is not a complete rtune checkpoint (no {MARKER})")
     try:
         with open(path) as f:
             marker = json.load(f)
         files = marker["files"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise CheckpointError(f"{ckpt_dir}: {MARKER} is unreadable") from None
+        raise UserError(f"{ckpt_dir}: {MARKER} is unreadable") from None
     for name, size in files.items():
         full = os.path.join(ckpt_dir, name)
         if not os.path.isfile(full) or os.path.getsize(full) != size:
-            raise CheckpointError(f"checkpoint {ckpt_dir} is incomplete or damaged: {name} is missing or truncated")
+            raise UserError(f"checkpoint {ckpt_dir} is incomplete or damaged: {name} is missing or truncated")
         if name.endswith(".safetensors"):
             _check_safetensors(full)
     return marker
@@ -123,7 +119,7 @@ def _check_safetensors(path: str) -> None:
         with safe_open(path, framework="pt") as f:
             f.keys()
     except Exception as err:
-        raise CheckpointError(f"checkpoint file {path} is corrupt ({str(err).splitlines()[0][:120]})") from None
+        raise UserError(f"checkpoint file {path} is corrupt ({str(err).splitlines()[0][:120]})") from None
 
 
 def load_trainer_state(ckpt_dir: str, mmap: bool = False) -> Dict[str, Any]:
@@ -135,8 +131,8 @@ def load_trainer_state(ckpt_dir: str, mmap: bool = False) -> Dict[str, Any]:
     try:
         return torch.load(os.path.join(ckpt_dir, STATE), map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # UnpicklingError for code payloads, RuntimeError for corrupt zips
-        raise CheckpointError(f"refusing {ckpt_dir}/{STATE}: not a plain tensor/number file "
-                              f"({type(err).__name__}); it may be corrupt or tampered with") from None
+        raise UserError(f"refusing {ckpt_dir}/{STATE}: not a plain tensor/number file "
+                        f"({type(err).__name__}); it may be corrupt or tampered with") from None
 
 
 def scan(run_dir: str) -> Tuple[Optional[str], List[str]]:
@@ -154,7 +150,7 @@ def scan(run_dir: str) -> Tuple[Optional[str], List[str]]:
         try:
             read_marker(os.path.join(run_dir, name))
             return os.path.join(run_dir, name), skipped
-        except CheckpointError as err:
+        except UserError as err:
             skipped.append(str(err))
     return None, skipped
 
@@ -169,7 +165,7 @@ def list_checkpoints(run_dir: str) -> List[Tuple[int, str]]:
             try:
                 read_marker(os.path.join(run_dir, name))
                 found.append((int(m.group(1)), os.path.join(run_dir, name)))
-            except CheckpointError:
+            except UserError:
                 continue
     return found
 
@@ -204,11 +200,11 @@ def check_compatible(ckpt_dir: str, current: Dict[str, Any]) -> None:
     for key in _RESUME_INVARIANTS:
         before, now = _get(saved, key), _get(current, key)
         if before != now:
-            raise CheckpointError(
+            raise UserError(
                 f"run {current.get('run_name')} was trained with {key}={before!r}, now {now!r}: resume with the same "
                 f"setting, or start a new run_name (model.name_or_path={ckpt_dir} fine-tunes from this checkpoint)")
     if _get(current, "strategy.name") == "deepspeed" and saved.get("num_workers") != current.get("num_workers"):
-        raise CheckpointError(
+        raise UserError(
             f"run {current.get('run_name')} was trained by {saved.get('num_workers')} DeepSpeed workers, now "
             f"{current.get('num_workers')}: ZeRO checkpoints are partitioned per worker, so resume with "
             f"num_workers={saved.get('num_workers')} (ddp and fsdp runs may resume with any count)")
@@ -224,7 +220,7 @@ def choose_resume_dir(ray_checkpoint_dir: Optional[str], run_dir: Optional[str])
     if ray_checkpoint_dir is not None:
         try:
             candidates.append((read_marker(ray_checkpoint_dir)["step"], ray_checkpoint_dir))
-        except CheckpointError:
+        except UserError:
             pass
     if run_dir is not None:
         found = find_latest(run_dir)

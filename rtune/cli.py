@@ -8,12 +8,12 @@ handed to `@hydra.main`, which implements them.
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
 import sys
-from pathlib import Path
 from typing import List, Optional
+
+from rtune.compose import compose_config, conf_dir, normalize_overrides
+from rtune.errors import UserError
 
 USAGE = """usage: python -m rtune <command> ...
 
@@ -44,80 +44,6 @@ HYDRA_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "-
                "--shell-completion", "-sc", "--version", "--run", "-r"}
 
 
-def conf_dir() -> str:
-    """`conf/` of the checkout (or RTUNE_CONF_DIR)."""
-    return os.environ.get("RTUNE_CONF_DIR", str(Path(__file__).resolve().parent.parent / "conf"))
-
-
-class UserError(Exception):
-    """An error the user caused and can fix: printed as one line, exit code 2."""
-
-
-def _schema_keys() -> List[str]:
-    """Every dotted key of the schema (for "did you mean" hints)."""
-    from rtune.config import RTuneConfig, to_dict
-
-    def walk(node: dict, prefix: str):
-        for key, value in node.items():
-            if isinstance(value, dict) and key != "from_config":
-                yield from walk(value, f"{prefix}{key}.")
-            else:
-                yield prefix + key
-
-    return list(walk(to_dict(RTuneConfig()), ""))
-
-
-def explain_hydra_error(err: Exception) -> str:
-    """One line for a Hydra/OmegaConf composition error, with the fix."""
-    text = str(err)
-    missing = re.search(r"Could not find '([^/']+)/([^']+)'", text)
-    if missing:
-        group, name = missing.groups()
-        options = re.findall(r"^\t(\S+)$", text.split("Config search path")[0], flags=re.M)
-        return f"unknown {group} {name!r}: choose one of {', '.join(options) or '(none)'} ({group}=<name>)"
-    override = re.search(r"Could not override '([^']+)'", text)
-    if override:
-        key = override.group(1)
-        close = difflib.get_close_matches(key, _schema_keys(), n=2, cutoff=0.75)
-        hint = f"did you mean {' or '.join(close)}? " if close else ""
-        return f"unknown config key {key!r}: {hint}see `python -m rtune train --cfg job` for all keys"
-    merging = re.search(r"Error merging override (\S+)", text)
-    if merging:
-        cause = str(err.__cause__ or "").splitlines()
-        key = merging.group(1).split("=")[0]
-        return f"bad value in {merging.group(1)}: {cause[0] if cause else 'wrong type'} (check the type of {key})"
-    if "Error parsing override" in text:
-        return f"{text.splitlines()[0]}: overrides look like key=value (e.g. trainer.max_steps=100)"
-    return text.strip().splitlines()[0]
-
-
-_FREE_FORM = ("search.space=", "model.from_config=", "model.from_config.")  # dicts whose keys the schema leaves open
-
-
-def normalize_overrides(overrides: List[str]) -> List[str]:
-    """`search.space={...}` and `model.from_config...` set keys the schema does not list (a search space, an
-    architecture's config fields): Hydra wants `++` for that."""
-    return [f"++{o}" if o.startswith(_FREE_FORM) else o for o in overrides]
-
-
-def compose_config(overrides: List[str]):
-    """Compose conf/ + overrides into the typed RTuneConfig (UserError on any mistake)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from rtune.config import register_schema
-
-    register_schema()
-    try:
-        with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-            composed = compose(config_name="config", overrides=normalize_overrides(overrides))
-        return OmegaConf.to_object(composed)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise UserError(explain_hydra_error(err)) from err
-
-
 def run_train(cfg, keep_ray: bool = False) -> dict:
     from rtune.driver.launch import format_summary, train
 
@@ -133,7 +59,7 @@ def _hydra_entry(rest: List[str]) -> int:
     from omegaconf import OmegaConf
 
     from rtune.config import register_schema
-    from rtune.driver.sweep import MultirunSweep, swept_keys, sweep_name_for
+    from rtune.driver.sweep import MultirunSweep, sweep_name_for, swept_keys
 
     register_schema()
     # Multirun jobs run one after another in this process, on one warm Ray cluster, into one sweep dir.
@@ -159,7 +85,6 @@ def _is_multirun(args: List[str]) -> bool:
 
 def _guarded(fn, exit_on_error: bool = True) -> int:
     """Run fn; a user-caused error becomes one line on stderr and exit code 2 (1 for failed training)."""
-    from rtune.config import ConfigError
     from rtune.driver.launch import Interrupted, TrainingFailed
 
     if os.environ.get("RTUNE_FULL_ERROR") == "1":
@@ -168,7 +93,7 @@ def _guarded(fn, exit_on_error: bool = True) -> int:
     try:
         result = fn()
         return result if isinstance(result, int) else 0
-    except (UserError, ConfigError) as err:
+    except UserError as err:
         message, code = str(err), 2
     except TrainingFailed as err:
         message, code = str(err), 1

@@ -19,9 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import OmegaConf
 
-
-class ConfigError(ValueError):
-    """A configuration the user can fix; its message names the fix."""
+from rtune.errors import UserError
 
 
 @dataclass
@@ -420,8 +418,8 @@ def worker_range(cfg: RTuneConfig) -> Tuple[int, int]:
     if (isinstance(n, (list, tuple)) and len(n) == 2
             and all(isinstance(x, int) and not isinstance(x, bool) for x in n)):
         return int(n[0]), int(n[1])
-    raise ConfigError(f"num_workers must be a whole number or [min, max] (an elastic group), got {n!r}: e.g. "
-                      "num_workers=2 or num_workers=[1,4]")
+    raise UserError(f"num_workers must be a whole number or [min, max] (an elastic group), got {n!r}: e.g. "
+                    "num_workers=2 or num_workers=[1,4]")
 
 
 def max_workers(cfg: RTuneConfig) -> int:
@@ -434,10 +432,10 @@ def _check_global_batch(cfg: RTuneConfig) -> None:
     if gbs is None:
         return
     if gbs < 1:
-        raise ConfigError(f"trainer.global_batch_size must be at least 1 (or null), got {gbs}")
+        raise UserError(f"trainer.global_batch_size must be at least 1 (or null), got {gbs}")
     if t.grad_accum_steps != 1:
-        raise ConfigError(f"set trainer.global_batch_size or trainer.grad_accum_steps, not both: accumulation is "
-                          f"derived from the global batch (trainer.grad_accum_steps={t.grad_accum_steps})")
+        raise UserError(f"set trainer.global_batch_size or trainer.grad_accum_steps, not both: accumulation is "
+                        f"derived from the global batch (trainer.grad_accum_steps={t.grad_accum_steps})")
     lo, hi = worker_range(cfg)
     counts = range(lo, hi + 1)
     if all(gbs % (w * micro) == 0 for w in counts):
@@ -446,18 +444,18 @@ def _check_global_batch(cfg: RTuneConfig) -> None:
     near = max(unit, round(gbs / unit) * unit)
     micros = [m for m in range(1, micro + 1) if all(gbs % (w * m) == 0 for w in counts)]
     workers = f"num_workers={lo}" if lo == hi else f"every worker count in num_workers=[{lo},{hi}]"
-    raise ConfigError(f"trainer.global_batch_size={gbs} must be a multiple of num_workers x trainer.micro_batch_size "
-                      f"for {workers}: use trainer.global_batch_size={near} (a multiple of {unit})"
-                      + (f" or trainer.micro_batch_size={micros[-1]}" if micros else ""))
+    raise UserError(f"trainer.global_batch_size={gbs} must be a multiple of num_workers x trainer.micro_batch_size "
+                    f"for {workers}: use trainer.global_batch_size={near} (a multiple of {unit})"
+                    + (f" or trainer.micro_batch_size={micros[-1]}" if micros else ""))
 
 
 def validate(cfg: RTuneConfig) -> None:
-    """Check what types cannot: ranges, choices, divisibility. Raises ConfigError naming the fix."""
+    """Check what types cannot: ranges, choices, divisibility. Raises UserError naming the fix."""
     t, d, o = cfg.trainer, cfg.data, cfg.optim
     lo_workers, hi_workers = worker_range(cfg)
     if lo_workers > hi_workers:
-        raise ConfigError(f"num_workers=[{lo_workers},{hi_workers}]: the minimum comes first, e.g. "
-                          f"num_workers=[{hi_workers},{lo_workers}]")
+        raise UserError(f"num_workers=[{lo_workers},{hi_workers}]: the minimum comes first, e.g. "
+                        f"num_workers=[{hi_workers},{lo_workers}]")
     positive = {
         "num_workers": lo_workers,
         "trainer.max_steps": t.max_steps, "trainer.micro_batch_size": t.micro_batch_size,
@@ -468,111 +466,111 @@ def validate(cfg: RTuneConfig) -> None:
     }
     cpus = cfg.cpus_per_worker
     if cpus != "auto" and (isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1):
-        raise ConfigError(f"cpus_per_worker must be a whole number of cores (at least 1) or auto, got {cpus!r}")
+        raise UserError(f"cpus_per_worker must be a whole number of cores (at least 1) or auto, got {cpus!r}")
     for key, value in positive.items():
         if value < 1:
-            raise ConfigError(f"{key} must be at least 1, got {value}: set {key}=1 or more")
+            raise UserError(f"{key} must be at least 1, got {value}: set {key}=1 or more")
     for key, value, choices in (("data.format", d.format, FORMATS), ("data.train_on", d.train_on, TRAIN_ON),
                                 ("data.truncation", d.truncation, TRUNCATIONS)):
         if value not in choices:
-            raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+            raise UserError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
     if d.packing is not None and d.packing not in PACKINGS:
-        raise ConfigError(f"data.packing must be one of {', '.join(PACKINGS)} (or null: the format's default), "
-                          f"got {d.packing!r}")
+        raise UserError(f"data.packing must be one of {', '.join(PACKINGS)} (or null: the format's default), "
+                        f"got {d.packing!r}")
     if t.logits_chunk_tokens is not None and t.logits_chunk_tokens < 1:
-        raise ConfigError(f"trainer.logits_chunk_tokens must be at least 1 (or null: automatic), got "
-                          f"{t.logits_chunk_tokens}")
+        raise UserError(f"trainer.logits_chunk_tokens must be at least 1 (or null: automatic), got "
+                        f"{t.logits_chunk_tokens}")
     if d.seq_len < 8:
-        raise ConfigError(f"data.seq_len must be at least 8, got {d.seq_len}")
+        raise UserError(f"data.seq_len must be at least 8, got {d.seq_len}")
     if not 0.0 < d.val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction must be between 0 and 1, got {d.val_fraction}")
+        raise UserError(f"data.val_fraction must be between 0 and 1, got {d.val_fraction}")
     if d.engine not in ENGINES:
-        raise ConfigError(f"data.engine must be one of {', '.join(ENGINES)}, got {d.engine!r}")
+        raise UserError(f"data.engine must be one of {', '.join(ENGINES)}, got {d.engine!r}")
     if d.max_documents is not None and d.max_documents < 2:
-        raise ConfigError("data.max_documents must be at least 2 (one to train on, one to validate)")
+        raise UserError("data.max_documents must be at least 2 (one to train on, one to validate)")
     if cfg.strategy.fsdp_state not in ("sharded", "full"):
-        raise ConfigError(f"strategy.fsdp_state must be sharded or full, got {cfg.strategy.fsdp_state!r}")
+        raise UserError(f"strategy.fsdp_state must be sharded or full, got {cfg.strategy.fsdp_state!r}")
     if t.checkpoint_upload not in ("sync", "async"):
-        raise ConfigError(f"trainer.checkpoint_upload must be sync or async, got {t.checkpoint_upload!r}")
+        raise UserError(f"trainer.checkpoint_upload must be sync or async, got {t.checkpoint_upload!r}")
     if t.precision not in _PRECISIONS:
-        raise ConfigError(f"trainer.precision must be one of {', '.join(_PRECISIONS)}, got {t.precision!r}")
+        raise UserError(f"trainer.precision must be one of {', '.join(_PRECISIONS)}, got {t.precision!r}")
     if o.schedule not in _SCHEDULES:
-        raise ConfigError(f"optim.schedule must be one of {', '.join(_SCHEDULES)}, got {o.schedule!r}")
+        raise UserError(f"optim.schedule must be one of {', '.join(_SCHEDULES)}, got {o.schedule!r}")
     for key, value in (("optim.lr", o.lr), ("model.suggested_lr", cfg.model.suggested_lr),
                        ("model.suggested_lora_lr", cfg.model.suggested_lora_lr)):
         if value is not None and value <= 0:
-            raise ConfigError(f"{key} must be positive, got {value}")
+            raise UserError(f"{key} must be positive, got {value}")
     if not 0 <= o.min_lr_ratio <= 1:
-        raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}")
+        raise UserError(f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}")
     if o.warmup_steps < 0 or t.max_failures < 0 or t.max_grad_norm < 0:
-        raise ConfigError("optim.warmup_steps, trainer.max_failures and trainer.max_grad_norm must be >= 0")
+        raise UserError("optim.warmup_steps, trainer.max_failures and trainer.max_grad_norm must be >= 0")
     if cfg.model.name_or_path is None and not cfg.model.from_config.get("model_type"):
-        raise ConfigError("set model.name_or_path (hub id or local dir) or model.from_config.model_type")
+        raise UserError("set model.name_or_path (hub id or local dir) or model.from_config.model_type")
     for key in ("run_name", "sweep_name"):
         value = getattr(cfg, key)
         if value is not None and not _RUN_NAME.match(value):
-            raise ConfigError(f"{key} {value!r} may hold only letters, digits and . _ = , + -")
+            raise UserError(f"{key} {value!r} may hold only letters, digits and . _ = , + -")
     p, s = cfg.peft, cfg.strategy
     if p.method not in ("none", "lora"):
-        raise ConfigError(f"peft.method must be none or lora, got {p.method!r} (peft=lora picks the LoRA preset)")
+        raise UserError(f"peft.method must be none or lora, got {p.method!r} (peft=lora picks the LoRA preset)")
     if p.method == "lora" and (p.r < 1 or p.alpha < 1 or not 0 <= p.dropout < 1):
-        raise ConfigError("peft.r and peft.alpha must be at least 1 and peft.dropout in [0, 1)")
+        raise UserError("peft.r and peft.alpha must be at least 1 and peft.dropout in [0, 1)")
     if s.name not in ("ddp", "fsdp", "deepspeed"):
-        raise ConfigError(f"strategy.name must be ddp, fsdp or deepspeed, got {s.name!r} (strategy=<name>)")
+        raise UserError(f"strategy.name must be ddp, fsdp or deepspeed, got {s.name!r} (strategy=<name>)")
     if s.zero_stage not in (1, 2, 3):
-        raise ConfigError(f"strategy.zero_stage must be 1, 2 or 3, got {s.zero_stage}")
+        raise UserError(f"strategy.zero_stage must be 1, 2 or 3, got {s.zero_stage}")
     if s.offload_optimizer not in ("none", "cpu"):
-        raise ConfigError(f"strategy.offload_optimizer must be none or cpu, got {s.offload_optimizer!r}")
+        raise UserError(f"strategy.offload_optimizer must be none or cpu, got {s.offload_optimizer!r}")
     if s.offload_optimizer == "cpu" and s.name != "deepspeed":
-        raise ConfigError("strategy.offload_optimizer=cpu needs strategy=deepspeed")
+        raise UserError("strategy.offload_optimizer=cpu needs strategy=deepspeed")
     ob = cfg.objective
     if ob.name not in OBJECTIVES:
-        raise ConfigError(f"objective.name must be one of {', '.join(OBJECTIVES)}, got {ob.name!r} (objective=<name>)")
+        raise UserError(f"objective.name must be one of {', '.join(OBJECTIVES)}, got {ob.name!r} (objective=<name>)")
     if ob.loss_type not in LOSS_TYPES:
-        raise ConfigError(f"objective.loss_type must be one of {', '.join(LOSS_TYPES)}, got {ob.loss_type!r}")
+        raise UserError(f"objective.loss_type must be one of {', '.join(LOSS_TYPES)}, got {ob.loss_type!r}")
     if ob.reference not in ("precompute", "live"):
-        raise ConfigError(f"objective.reference must be precompute or live, got {ob.reference!r}")
+        raise UserError(f"objective.reference must be precompute or live, got {ob.reference!r}")
     if ob.beta <= 0 or ob.orpo_lambda < 0 or ob.sft_weight < 0:
-        raise ConfigError(f"objective.beta must be positive (got {ob.beta}) and objective.orpo_lambda and "
-                          f"objective.sft_weight at least 0")
+        raise UserError(f"objective.beta must be positive (got {ob.beta}) and objective.orpo_lambda and "
+                        f"objective.sft_weight at least 0")
     if not 0 <= ob.label_smoothing < 0.5:
-        raise ConfigError(f"objective.label_smoothing must be in [0, 0.5), got {ob.label_smoothing}")
+        raise UserError(f"objective.label_smoothing must be in [0, 0.5), got {ob.label_smoothing}")
     preference_objective = ob.name != "sft"
     if preference_objective and d.format != "preference":
-        raise ConfigError(f"objective={ob.name} learns from preference pairs, but data.format={d.format}: use "
-                          "data.format=preference (prompt / chosen / rejected records, e.g. data=rust_preference), "
-                          "or objective=sft for this data")
+        raise UserError(f"objective={ob.name} learns from preference pairs, but data.format={d.format}: use "
+                        "data.format=preference (prompt / chosen / rejected records, e.g. data=rust_preference), "
+                        "or objective=sft for this data")
     if not preference_objective and d.format == "preference":
-        raise ConfigError("data.format=preference holds pairs for a preference objective: use objective=dpo, "
-                          "objective=orpo or objective=simpo (objective=sft trains on chat, instruction, "
-                          "prompt_completion or text data)")
+        raise UserError("data.format=preference holds pairs for a preference objective: use objective=dpo, "
+                        "objective=orpo or objective=simpo (objective=sft trains on chat, instruction, "
+                        "prompt_completion or text data)")
     if d.format == "preference" and (d.packing or "isolated") != "isolated":
-        raise ConfigError("preference pairs need data.packing=isolated (or null): chosen and rejected share a row "
-                          "without seeing each other")
+        raise UserError("preference pairs need data.packing=isolated (or null): chosen and rejected share a row "
+                        "without seeing each other")
     targets = p.target_modules
     if not (targets is None or targets == "all-linear"
             or (isinstance(targets, (list, tuple)) and targets and all(isinstance(t, str) for t in targets))):
-        raise ConfigError(f"peft.target_modules must be a list of module names, all-linear, or null (the "
-                          f"architecture's default), got {targets!r}")
+        raise UserError(f"peft.target_modules must be a list of module names, all-linear, or null (the "
+                        f"architecture's default), got {targets!r}")
     tr = cfg.tracking
     unknown = [b for b in tr.backends if b not in TRACKERS]
     if unknown or len(set(tr.backends)) != len(tr.backends):
-        raise ConfigError(f"tracking.backends must be a list of distinct trackers from {', '.join(TRACKERS)} (or []), "
-                          f"got {list(tr.backends)}: e.g. tracking.backends=[tensorboard,mlflow]")
+        raise UserError(f"tracking.backends must be a list of distinct trackers from {', '.join(TRACKERS)} (or []), "
+                        f"got {list(tr.backends)}: e.g. tracking.backends=[tensorboard,mlflow]")
     if tr.wandb_mode not in (None, "online", "offline"):
-        raise ConfigError(f"tracking.wandb_mode must be online or offline (or null: $WANDB_MODE), got "
-                          f"{tr.wandb_mode!r}")
+        raise UserError(f"tracking.wandb_mode must be online or offline (or null: $WANDB_MODE), got "
+                        f"{tr.wandb_mode!r}")
     if cfg.debug.fail_at_step is not None and not 0 <= cfg.debug.fail_rank < hi_workers:
-        raise ConfigError(f"debug.fail_rank must be in [0, {hi_workers - 1}]")
+        raise UserError(f"debug.fail_rank must be in [0, {hi_workers - 1}]")
     for key in ("upload_delay_s", "step_delay_s"):
         if getattr(cfg.debug, key) < 0:
-            raise ConfigError(f"debug.{key} must be >= 0 seconds, got {getattr(cfg.debug, key)}")
+            raise UserError(f"debug.{key} must be >= 0 seconds, got {getattr(cfg.debug, key)}")
     if lo_workers != hi_workers and s.name == "deepspeed":
-        raise ConfigError("an elastic group (num_workers=[min,max]) needs strategy=ddp or strategy=fsdp: DeepSpeed "
-                          "ZeRO checkpoints are partitioned per worker and resume only with the same count")
+        raise UserError("an elastic group (num_workers=[min,max]) needs strategy=ddp or strategy=fsdp: DeepSpeed "
+                        "ZeRO checkpoints are partitioned per worker and resume only with the same count")
     if lo_workers != hi_workers and t.max_failures < 1:
-        raise ConfigError(f"num_workers=[{lo_workers},{hi_workers}] resizes the group after a failure: set "
-                          "trainer.max_failures=1 or more (e.g. trainer.max_failures=3)")
+        raise UserError(f"num_workers=[{lo_workers},{hi_workers}] resizes the group after a failure: set "
+                        "trainer.max_failures=1 or more (e.g. trainer.max_failures=3)")
     _check_global_batch(cfg)
 
 

@@ -27,7 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Tuple
 
-from rtune.config import ConfigError, RTuneConfig, max_workers, worker_range
+from rtune.config import RTuneConfig, max_workers, worker_range
+from rtune.errors import UserError
+from rtune.tokens import chunk_tokens_for
 
 GB = 1024 ** 3
 # Bytes per activation element kept for backward (fp32: 4; bf16 autocast keeps the matmul outputs in bf16
@@ -194,8 +196,6 @@ def estimate(cfg: RTuneConfig, shape: Shape, device: str) -> Estimate:
     else:
         activations = shape.layers * per_layer
     activations += tokens * shape.other_bytes_per_token * scale
-    from rtune.worker.lm import chunk_tokens_for
-
     chunk = min(tokens, chunk_tokens_for(shape.vocab, t.logits_chunk_tokens))
     logits = LOGITS_CHUNK_COPIES * 4.0 * chunk * shape.vocab
     return Estimate({"weights": weights, "gradients": gradients, "optimizer": optimizer, "activations": activations,
@@ -269,7 +269,7 @@ def _what_would_fit(cfg: RTuneConfig, model_config, device: str, budget: float) 
 
 
 def check_fit(cfg: RTuneConfig, model_config, local_cluster: bool) -> Optional[Estimate]:
-    """Print the expected peak memory per worker; raise ConfigError naming the fixes if it cannot fit."""
+    """Print the expected peak memory per worker; raise UserError naming the fixes if it cannot fit."""
     device = "cuda" if cfg.use_gpu else "cpu"
     shape = model_shape(cfg, model_config)
     result = estimate(cfg, shape, device)
@@ -286,9 +286,9 @@ def check_fit(cfg: RTuneConfig, model_config, local_cluster: bool) -> Optional[E
     if budget is not None and result.total > budget and not cfg.trainer.skip_fit_check:
         fixes = _what_would_fit(cfg, model_config, device, budget)
         hint = f"try {' or '.join(fixes)}" if fixes else "use a smaller model, or more or bigger machines"
-        raise ConfigError(f"this run needs ~{result.total / GB:.1f} GB per worker ({shape.params / 1e9:.2f}B parameters"
-                          f", {cfg.strategy.name}{' LoRA' if cfg.peft.method == 'lora' else ''}, "
-                          f"{cfg.trainer.precision}, "
-                          f"micro batch {cfg.trainer.micro_batch_size} x {cfg.data.seq_len}) and has {what}: {hint}; "
-                          "trainer.skip_fit_check=true runs it anyway")
+        raise UserError(f"this run needs ~{result.total / GB:.1f} GB per worker ({shape.params / 1e9:.2f}B parameters"
+                        f", {cfg.strategy.name}{' LoRA' if cfg.peft.method == 'lora' else ''}, "
+                        f"{cfg.trainer.precision}, "
+                        f"micro batch {cfg.trainer.micro_batch_size} x {cfg.data.seq_len}) and has {what}: {hint}; "
+                        "trainer.skip_fit_check=true runs it anyway")
     return result

@@ -14,8 +14,8 @@ from typing import Any, Dict, List, Tuple
 
 import yaml
 
-from rtune.checkpoint import CONFIG, MARKER, CheckpointError, has_model_weights, read_marker
-from rtune.config import ConfigError
+from rtune.checkpoint import CONFIG, MARKER, has_model_weights, read_marker
+from rtune.errors import UserError
 from rtune.shards import consolidated_model, is_sharded
 
 _SECRET_WORDS = ("token", "secret", "password", "api_key")
@@ -28,7 +28,7 @@ def load_model(path: str, trust_remote_code: bool = False) -> Tuple[Any, Any, st
 
     transformers.utils.logging.disable_progress_bar()
     if not os.path.isdir(path):
-        raise ConfigError(f"{path} does not exist: give a checkpoint_<step> directory or a model directory")
+        raise UserError(f"{path} does not exist: give a checkpoint_<step> directory or a model directory")
     if os.path.exists(os.path.join(path, MARKER)):
         read_marker(path)  # refuse a half-written or damaged checkpoint
     if os.path.exists(os.path.join(path, "adapter_config.json")):
@@ -43,8 +43,8 @@ def load_model(path: str, trust_remote_code: bool = False) -> Tuple[Any, Any, st
         model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code)
         kind = "deepspeed" if os.path.isdir(os.path.join(path, "deepspeed")) else "full"
     else:
-        raise ConfigError(f"{path} is not an rtune checkpoint or a Hugging Face model directory "
-                          "(no config.json or adapter_config.json)")
+        raise UserError(f"{path} is not an rtune checkpoint or a Hugging Face model directory "
+                        "(no config.json or adapter_config.json)")
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     return model.eval(), tokenizer, kind
 
@@ -59,7 +59,7 @@ def _lora_base(path: str) -> str:
         with open(os.path.join(path, "adapter_config.json")) as f:
             base = json.load(f).get("base_model_name_or_path")
     if not base:
-        raise CheckpointError(f"{path}: cannot tell which base model this LoRA adapter belongs to")
+        raise UserError(f"{path}: cannot tell which base model this LoRA adapter belongs to")
     return base
 
 
@@ -81,10 +81,10 @@ def _scrub(tree: Any) -> Any:
 def export(checkpoint: str, out_dir: str) -> str:
     """Write a standalone HF model dir (LoRA merged into its base) with tokenizer and model card."""
     if not os.path.exists(os.path.join(checkpoint, MARKER)):
-        raise ConfigError(f"{checkpoint} is not an rtune checkpoint (no {MARKER}): export takes a "
-                          "<storage_path>/<run_name>/checkpoint_<step> directory")
+        raise UserError(f"{checkpoint} is not an rtune checkpoint (no {MARKER}): export takes a "
+                        "<storage_path>/<run_name>/checkpoint_<step> directory")
     if os.path.isdir(out_dir) and os.listdir(out_dir):
-        raise ConfigError(f"{out_dir} exists and is not empty: choose a new output directory")
+        raise UserError(f"{out_dir} exists and is not empty: choose a new output directory")
     model, tokenizer, kind = load_model(checkpoint)
     if kind == "lora":
         model = model.merge_and_unload()
@@ -130,7 +130,7 @@ def generate(path: str, prompt: str, max_new_tokens: int = 64, temperature: floa
     torch.manual_seed(seed)
     if chat:
         if not getattr(tokenizer, "chat_template", None):
-            raise ConfigError(f"{path} has no chat template (it was not trained on a chat format): drop chat=true")
+            raise UserError(f"{path} has no chat template (it was not trained on a chat format): drop chat=true")
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
@@ -147,14 +147,14 @@ def generate(path: str, prompt: str, max_new_tokens: int = 64, temperature: floa
 
 
 def parse_kv(args: List[str], allowed: Dict[str, type]) -> Dict[str, Any]:
-    """`key=value` arguments for generate, typed and checked (ConfigError names the accepted keys)."""
+    """`key=value` arguments for generate, typed and checked (UserError names the accepted keys)."""
     values: Dict[str, Any] = {}
     for arg in args:
         key, sep, raw = arg.partition("=")
         if not sep or key not in allowed:
-            raise ConfigError(f"unexpected argument {arg!r}: generate takes {', '.join(f'{k}=' for k in allowed)}")
+            raise UserError(f"unexpected argument {arg!r}: generate takes {', '.join(f'{k}=' for k in allowed)}")
         try:
             values[key] = allowed[key](raw)
         except ValueError:
-            raise ConfigError(f"{key}={raw!r} is not a valid {allowed[key].__name__}") from None
+            raise UserError(f"{key}={raw!r} is not a valid {allowed[key].__name__}") from None
     return values

@@ -12,40 +12,41 @@ import os
 from typing import Iterable, List, Optional, Sequence
 
 from rtune.checkpoint import has_model_weights
-from rtune.config import ConfigError, ModelConfig, PeftConfig
+from rtune.config import ModelConfig, PeftConfig
+from rtune.errors import UserError
 from rtune.shards import SHARD_DIR
 
 EOS_TOKEN = "<|endoftext|>"
 
 
-def _hub_error(what: str, name: str, err: Exception) -> ConfigError:
+def _hub_error(what: str, name: str, err: Exception) -> UserError:
     """Turn a loading failure into one line that says what to do about it."""
     text = str(err)
     if "trust_remote_code" in text or "contains custom code" in text:
-        return ConfigError(f"{what} {name!r} needs its own Python code to load: set model.trust_remote_code=true "
-                           "only if you trust that repository")
+        return UserError(f"{what} {name!r} needs its own Python code to load: set model.trust_remote_code=true "
+                         "only if you trust that repository")
     if os.path.isdir(name):
-        return ConfigError(f"cannot load {what} from local directory {name}: {text.splitlines()[0]}")
+        return UserError(f"cannot load {what} from local directory {name}: {text.splitlines()[0]}")
     kind = type(err).__name__
     if "GatedRepo" in kind or "gated repo" in text.lower():
-        return ConfigError(f"{what} {name!r} is gated on the Hugging Face Hub: accept its license on the model page, "
-                           "then export HF_TOKEN=<a token with access> (it is read from the environment only)")
+        return UserError(f"{what} {name!r} is gated on the Hugging Face Hub: accept its license on the model page, "
+                         "then export HF_TOKEN=<a token with access> (it is read from the environment only)")
     if "RepositoryNotFound" in kind or "is not a local folder and is not a valid model identifier" in text:
-        return ConfigError(f"{what} {name!r} is neither a local directory nor a model on the Hugging Face Hub: "
-                           "check model.name_or_path")
-    return ConfigError(f"cannot load {what} {name!r}: the Hugging Face Hub is unreachable (offline?) and it is not in "
-                       f"the local cache; use model=tiny_gpt2 for an offline run, or model.name_or_path=<local dir>")
+        return UserError(f"{what} {name!r} is neither a local directory nor a model on the Hugging Face Hub: "
+                         "check model.name_or_path")
+    return UserError(f"cannot load {what} {name!r}: the Hugging Face Hub is unreachable (offline?) and it is not in "
+                     f"the local cache; use model=tiny_gpt2 for an offline run, or model.name_or_path=<local dir>")
 
 
 def load_model_config(cfg: ModelConfig):
     """The model's `PretrainedConfig`: fetched (or read from cache/dir) or built from `from_config`."""
-    from transformers import AutoConfig, CONFIG_MAPPING
+    from transformers import CONFIG_MAPPING, AutoConfig
 
     if cfg.name_or_path is None:
         fields = dict(cfg.from_config)
         model_type = fields.pop("model_type")
         if model_type not in CONFIG_MAPPING:
-            raise ConfigError(f"unknown model.from_config.model_type {model_type!r}")
+            raise UserError(f"unknown model.from_config.model_type {model_type!r}")
         return CONFIG_MAPPING[model_type](**fields)
     _refuse_sharded_state(cfg.name_or_path)
     try:
@@ -58,8 +59,8 @@ def load_model_config(cfg: ModelConfig):
 def _refuse_sharded_state(name_or_path: str) -> None:
     """An intermediate sharded FSDP checkpoint has no model files: say how to make one."""
     if os.path.isdir(os.path.join(name_or_path, SHARD_DIR)) and not has_model_weights(name_or_path):
-        raise ConfigError(f"{name_or_path} holds sharded FSDP training state, not a model: consolidate it with "
-                          f"`python -m rtune export {name_or_path} <out_dir>` and set model.name_or_path=<out_dir>")
+        raise UserError(f"{name_or_path} holds sharded FSDP training state, not a model: consolidate it with "
+                        f"`python -m rtune export {name_or_path} <out_dir>` and set model.name_or_path=<out_dir>")
 
 
 def max_context(model_config) -> Optional[int]:
@@ -112,9 +113,9 @@ def load_tokenizer_from(name_or_path: str, trust_remote_code: bool, revision: Op
     except (OSError, ValueError) as err:
         raise _hub_error("tokenizer", name_or_path, err) from None
     if not getattr(tokenizer, "is_fast", False):
-        raise ConfigError(f"tokenizer {name_or_path!r} has no fast (Rust) version; rtune needs one")
+        raise UserError(f"tokenizer {name_or_path!r} has no fast (Rust) version; rtune needs one")
     if tokenizer.eos_token_id is None:
-        raise ConfigError(f"tokenizer {name_or_path!r} has no EOS token, needed to separate packed documents")
+        raise UserError(f"tokenizer {name_or_path!r} has no EOS token, needed to separate packed documents")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -204,7 +205,7 @@ def adaptable_modules(model) -> List[str]:
 
 
 def lora_targets(peft: PeftConfig, model):
-    """The modules to adapt, checked against the model; ConfigError lists the candidates.
+    """The modules to adapt, checked against the model; UserError lists the candidates.
 
     `all-linear` is passed to peft as it is (every Linear/Conv1D but the output head)."""
     if peft.target_modules == ALL_LINEAR:
@@ -213,12 +214,12 @@ def lora_targets(peft: PeftConfig, model):
     model_type = getattr(model.config, "model_type", "?")
     targets = list(peft.target_modules) if peft.target_modules else LORA_TARGETS.get(model_type)
     if not targets:
-        raise ConfigError(f"no default LoRA targets for model_type {model_type!r}: set peft.target_modules=[...] "
-                          f"from: {', '.join(candidates)}, or peft.target_modules=all-linear")
+        raise UserError(f"no default LoRA targets for model_type {model_type!r}: set peft.target_modules=[...] "
+                        f"from: {', '.join(candidates)}, or peft.target_modules=all-linear")
     missing = [t for t in targets if t not in candidates]
     if missing:
-        raise ConfigError(f"peft.target_modules {missing} not found in the model; candidates: {', '.join(candidates)}"
-                          " (or peft.target_modules=all-linear)")
+        raise UserError(f"peft.target_modules {missing} not found in the model; candidates: {', '.join(candidates)}"
+                        " (or peft.target_modules=all-linear)")
     return targets
 
 

@@ -27,7 +27,8 @@ import re
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from rtune.config import ConfigError, RTuneConfig, is_uri
+from rtune.config import RTuneConfig, is_uri
+from rtune.errors import UserError
 
 TRACKING_FILE = "tracking.json"
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
@@ -38,13 +39,13 @@ def check_backends(cfg: RTuneConfig) -> None:
     """Driver-side: every chosen backend is installed and has somewhere to write (one line naming the fix)."""
     for backend in cfg.tracking.backends:
         if importlib.util.find_spec(PACKAGES[backend]) is None:
-            raise ConfigError(f"tracking.backends includes {backend}, but the {PACKAGES[backend]} package is not "
-                              f"installed: pip install 'rtune[tracking]' (or pip install {PACKAGES[backend]})")
+            raise UserError(f"tracking.backends includes {backend}, but the {PACKAGES[backend]} package is not "
+                            f"installed: pip install 'rtune[tracking]' (or pip install {PACKAGES[backend]})")
     if "mlflow" in cfg.tracking.backends and not (cfg.tracking.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")) \
             and is_uri(cfg.storage_path):
-        raise ConfigError(f"tracking.backends includes mlflow and storage_path={cfg.storage_path} is remote, so there "
-                          "is no local store to default to: set tracking.mlflow_uri=<your MLflow server> (or "
-                          "MLFLOW_TRACKING_URI)")
+        raise UserError(f"tracking.backends includes mlflow and storage_path={cfg.storage_path} is remote, so there "
+                        "is no local store to default to: set tracking.mlflow_uri=<your MLflow server> (or "
+                        "MLFLOW_TRACKING_URI)")
 
 
 def project_of(cfg: RTuneConfig) -> str:

@@ -57,7 +57,7 @@ def rtune_overrides(quick: bool) -> list[str]:
 
 
 def prepare(quick: bool):
-    from rtune.cli import compose_config
+    from rtune.compose import compose_config
     from rtune.config import finalize
     from rtune.data.pipeline import prepare_data
 

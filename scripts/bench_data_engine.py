@@ -72,7 +72,7 @@ def make_corpus(out_dir: str, total_mb: int) -> int:
 
 def child(args) -> None:
     """One preparation in this fresh process: prints wall time and the driver's memory as JSON."""
-    from rtune.cli import compose_config
+    from rtune.compose import compose_config
     from rtune.config import finalize
     from rtune.data.pipeline import prepare_data
     from rtune.metrics import peak_rss_mb, rss_mb

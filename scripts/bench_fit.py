@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=list(MODELS), help="model shapes (default: all)")
     args = parser.parse_args()
     os.environ.setdefault("RTUNE_WORKER_LOGS", "0")
-    from rtune.cli import compose_config
+    from rtune.compose import compose_config
     from rtune.driver.launch import init_local_ray, train
     from rtune.fit import GB, estimate, model_shape
     from rtune.model import load_model_config

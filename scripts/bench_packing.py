@@ -78,7 +78,7 @@ def main() -> None:
 
     import torch
 
-    from rtune.cli import compose_config
+    from rtune.compose import compose_config
     from rtune.config import finalize
     from rtune.data.pipeline import prepare_data
     from rtune.data.rows import PackedRows

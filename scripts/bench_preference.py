@@ -33,7 +33,7 @@ STEPS = 10
 
 
 def main() -> None:
-    from rtune.cli import compose_config
+    from rtune.compose import compose_config
     from rtune.driver.launch import init_local_ray, train
     from rtune.metrics import read_metrics
 

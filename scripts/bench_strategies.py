@@ -39,7 +39,7 @@ def main() -> None:
 
     import ray
 
-    from rtune.cli import compose_config
+    from rtune.compose import compose_config
     from rtune.driver.launch import init_local_ray, train
 
     shape = (["model.from_config.n_layer=4", "model.from_config.n_embd=256", "model.from_config.n_head=4"]

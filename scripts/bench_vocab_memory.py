@@ -30,7 +30,8 @@ def child(mode: str) -> dict:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from rtune.metrics import peak_rss_mb, reset_peak_rss
-    from rtune.worker.lm import TokenLogprobs, chunk_tokens_for
+    from rtune.tokens import chunk_tokens_for
+    from rtune.worker.lm import TokenLogprobs
 
     torch.manual_seed(0)
     config = AutoConfig.for_model("qwen2", vocab_size=VOCAB, hidden_size=64, intermediate_size=176, num_hidden_layers=2,

@@ -24,7 +24,7 @@ os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
 
 def compose(*overrides: str):
     """The typed config for these overrides, exactly as `python -m rtune train` composes it."""
-    from rtune.cli import compose_config
+    from rtune.compose import compose_config
 
     return compose_config(list(overrides))
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from rtune import checkpoint as ckpt
+from rtune.errors import UserError
 from rtune.model import train_bpe_tokenizer
 
 
@@ -54,10 +55,10 @@ def test_truncated_or_missing_files_are_detected(tmp_path, tiny):
     weights = os.path.join(out, "model.safetensors")
     with open(weights, "r+b") as f:
         f.truncate(os.path.getsize(weights) // 2)
-    with pytest.raises(ckpt.CheckpointError, match="model.safetensors is missing or truncated"):
+    with pytest.raises(UserError, match="model.safetensors is missing or truncated"):
         ckpt.read_marker(out)
     os.remove(os.path.join(out, ckpt.MARKER))
-    with pytest.raises(ckpt.CheckpointError, match="not a complete rtune checkpoint"):
+    with pytest.raises(UserError, match="not a complete rtune checkpoint"):
         ckpt.read_marker(out)
 
 
@@ -92,7 +93,7 @@ def test_pickled_code_in_trainer_state_is_refused_not_run(tmp_path, tiny):
     ckpt.read_marker.__globals__["json"].dump(marker, open(os.path.join(out, ckpt.MARKER), "w"))
     if os.path.exists("/tmp/rtune-pwned"):
         os.remove("/tmp/rtune-pwned")
-    with pytest.raises(ckpt.CheckpointError, match="refusing"):
+    with pytest.raises(UserError, match="refusing"):
         ckpt.load_trainer_state(out)
     assert not os.path.exists("/tmp/rtune-pwned")
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import compose
-from rtune.config import ConfigError, RTuneConfig, default_run_name, finalize, from_dict, to_dict, validate
+from rtune.config import RTuneConfig, default_run_name, finalize, from_dict, to_dict, validate
+from rtune.errors import UserError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -62,7 +63,7 @@ def test_experiment_sets_hub_model_and_data():
     ("tracking.wandb_mode=dryrun", "tracking.wandb_mode must be online or offline"),
 ])
 def test_validate_names_the_fix(override, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(UserError, match=message):
         validate(compose(override))
 
 
@@ -108,5 +109,5 @@ def test_cpus_per_worker_auto_divides_the_cores_among_the_workers(workers, monke
 
 @pytest.mark.parametrize("value", ["0", "many", "1.5"])
 def test_cpus_per_worker_must_be_whole_cores_or_auto(value):
-    with pytest.raises(ConfigError, match="cpus_per_worker must be a whole number of cores"):
+    with pytest.raises(UserError, match="cpus_per_worker must be a whole number of cores"):
         validate(compose(f"cpus_per_worker={value}"))

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import compose
-from rtune.config import ConfigError, finalize
+from rtune.config import finalize
+from rtune.errors import UserError
 from rtune.data.packing import PAD, pack
-from rtune.data.pipeline import prepare_data, split_documents
+from rtune.data.pipeline import prepare_data
+from rtune.data.prepared import split_documents
 from rtune.data.rows import PackedRows, save_rows
 from rtune.data.sources import load_records
 
@@ -101,11 +103,11 @@ def test_local_jsonl_parquet_and_hub_layout_dirs_load(tmp_path):
 def test_missing_field_names_the_fields_found(tmp_path):
     _write_jsonl(tmp_path / "a.jsonl", [{"text": "x", "id": 1}, {"text": "y", "id": 2}])
     cfg = finalize(compose(f"data.path={tmp_path / 'a.jsonl'}"))
-    with pytest.raises(ConfigError, match=r"data.text_field='content'.*fields found: text, id"):
+    with pytest.raises(UserError, match=r"data.text_field='content'.*fields found: text, id"):
         load_records(cfg.data)
 
 
 def test_empty_text_is_refused(tmp_path):
     _write_jsonl(tmp_path / "a.jsonl", [{"content": "   "}, {"content": ""}, {"content": None}])
-    with pytest.raises(ConfigError, match="has no text in field 'content'"):
+    with pytest.raises(UserError, match="has no text in field 'content'"):
         load_records(finalize(compose(f"data.path={tmp_path / 'a.jsonl'}")).data)

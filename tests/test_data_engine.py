@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtune.config import ConfigError, finalize
+from rtune.config import finalize
+from rtune.errors import UserError
 from tests.conftest import compose
 
 
@@ -45,6 +46,7 @@ def _prepare(tmp_path, engine, *extra, seq_len=32):
     return prepare_data(cfg)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_files, extra", [(5, ()), (5, ("data.max_documents=40",)), (2, ())],
                          ids=["all", "max_documents", "files_cut_into_parts"])
 def test_ray_engine_rows_equal_the_datasets_engine(tmp_path, ray_cluster, n_files, extra):
@@ -75,6 +77,7 @@ def test_ray_engine_rows_equal_the_datasets_engine(tmp_path, ray_cluster, n_file
     assert again == prepared and os.path.getmtime(os.path.join(root, "manifest.json")) == before
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Ray ships jemalloc in its Linux wheels")
 def test_tokenizer_actors_run_with_jemalloc(ray_cluster, monkeypatch):
     """The runtime env the tokenizer actors get preloads Ray's jemalloc into their worker process (under glibc's
@@ -93,14 +96,25 @@ def test_tokenizer_actors_run_with_jemalloc(ray_cluster, monkeypatch):
     assert _actor_runtime_env() == {}
 
 
+@pytest.mark.slow
 def test_ray_engine_reports_bad_data_and_config_in_one_line(tmp_path, ray_cluster):
     corpus = _corpus(tmp_path / "corpus", n_files=2)
-    with pytest.raises(ConfigError, match="data.text_field=.text. is not a field of .*part-0[01].jsonl"):
+    with pytest.raises(UserError, match="data.text_field=.text. is not a field of .*part-0[01].jsonl"):
         _prepare(tmp_path, "ray", "data.text_field=text")
     with open(corpus / "a" / "part-00.jsonl", "ab") as f:
         f.write(b'{"content": "caf\xe9"}\n')
-    with pytest.raises(ConfigError, match="part-00.jsonl is not valid UTF-8"):
+    with pytest.raises(UserError, match="part-00.jsonl is not valid UTF-8"):
         _prepare(tmp_path, "ray")
+
+
+@pytest.mark.slow
+def test_a_malformed_record_comes_back_from_a_tokenizer_actor_as_one_line(tmp_path, ray_cluster):
+    """Raised in a Ray Data actor, the record's UserError reaches the driver by its type, with its line alone."""
+    _files_of(tmp_path / "corpus", "rust_chat", 30, ['{"messages": "not a list of messages"}'])
+    with pytest.raises(UserError) as err:
+        _prepare(tmp_path, "ray", "data=rust_chat", seq_len=256)
+    assert str(err.value).startswith(f"{tmp_path / 'corpus'}/part-0.jsonl record 10: field 'messages' must be"), err
+    assert "\n" not in str(err.value) and "Traceback" not in str(err.value)
 
 
 def _row_samples(path):

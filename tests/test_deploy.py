@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from conftest import compose
-from rtune.config import ConfigError, validate
+from rtune.config import validate
+from rtune.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 SHELL_SCRIPTS = sorted([*ROOT.glob("scripts/*.sh"), ROOT / "scripts/slurm/rtune.sbatch", ROOT / ".ci/run"])
@@ -96,17 +97,17 @@ def test_search_space_parsing_and_errors():
     assert parse_distribution("peft.r", "choice(8,16)") == ("choice", [8, 16])
     assert parse_distribution("peft", "grid(none,lora)") == ("grid", ["none", "lora"])
     for bad in ("lognormal(1,2)", "loguniform(0,1)", "uniform(3,1)", "choice()", "0.1"):
-        with pytest.raises(ConfigError, match="search.space"):
+        with pytest.raises(UserError, match="search.space"):
             parse_distribution("k", bad)
     base = compose()
     from rtune.config import to_dict
 
     assert apply_params(to_dict(base), {"optim.lr": 0.01, "peft.r": 4}).peft.r == 4
-    with pytest.raises(ConfigError, match="not a config key"):
+    with pytest.raises(UserError, match="not a config key"):
         apply_params(to_dict(base), {"optim.learning_rate": 0.01})
-    with pytest.raises(ConfigError, match="refuses"):
+    with pytest.raises(UserError, match="refuses"):
         apply_params(to_dict(base), {"trainer.max_steps": "many"})
-    with pytest.raises(ConfigError, match="needs a search space"):
+    with pytest.raises(UserError, match="needs a search space"):
         check_search(base)
     cfg = compose('search.space={optim.lr: "loguniform(1e-5,1e-3)", peft.r: "choice(8,16)"}')
     assert set(check_search(cfg)) == {"optim.lr", "peft.r"}
@@ -119,7 +120,7 @@ def test_submit_entrypoint_address_and_token(tmp_path, monkeypatch):
     assert submit.build_entrypoint(["train", "a=1"], "/abs/results") == [
         "python", "-m", "rtune", "train", "a=1", "storage_path=/abs/results"]
     assert submit.build_entrypoint(["train", "storage_path=s3://b/r"], "/abs/results")[-1] == "storage_path=s3://b/r"
-    with pytest.raises(ConfigError, match="submit needs a command"):
+    with pytest.raises(UserError, match="submit needs a command"):
         submit.build_entrypoint(["python", "x.py"], None)
     for var in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         monkeypatch.delenv(var, raising=False)

@@ -13,7 +13,8 @@ import pytest
 import torch
 from conftest import compose, tiny_overrides
 
-from rtune.config import ConfigError, validate
+from rtune.config import validate
+from rtune.errors import UserError
 from rtune.driver.launch import TrainingFailed, train
 from rtune.metrics import read_metrics
 
@@ -211,5 +212,5 @@ def test_elastic_group_continues_with_one_worker_after_losing_a_node(ray_cluster
     (("num_workers=[1,2,3]",), r"num_workers must be a whole number or \[min, max\]"),
 ])
 def test_worker_counts_and_global_batch_are_checked(overrides, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(UserError, match=message):
         validate(compose(*overrides))

@@ -7,8 +7,11 @@ import json
 import pytest
 
 from conftest import compose
-from rtune.config import ConfigError, finalize
-from rtune.data.formats import IGNORE, RecordError, encode_conversation, encode_record, record_messages
+from rtune.config import finalize
+from rtune.errors import UserError
+from rtune.tokens import IGNORE
+from rtune.data.formats import encode_conversation, encode_record, record_messages
+from rtune.errors import UserError
 from rtune.data.pipeline import prepare_data
 from rtune.data.templates import apply_template, end_of_turn
 from rtune.model import train_bpe_tokenizer
@@ -89,7 +92,7 @@ def test_sharegpt_instruction_and_prompt_completion_records(base_tokenizer):
 ])
 def test_malformed_records_name_the_record_field_and_expectation(base_tokenizer, record, message):
     tokenizer = fresh(base_tokenizer, "chatml")
-    with pytest.raises(RecordError) as err:
+    with pytest.raises(UserError) as err:
         encode_record(record, "chat", tokenizer, "content", "messages", "assistant", "r7")
     assert str(err.value).startswith(message)
 
@@ -109,7 +112,7 @@ def test_records_without_a_reply_are_skipped_and_counted(tmp_path):
     assert prepared.skipped_no_reply == 5
     assert prepared.train_documents + prepared.val_documents == 30
     only_lonely = _write(tmp_path / "l.jsonl", lonely)
-    with pytest.raises(ConfigError, match="no train samples left in .*: all 4 had no assistant reply"):
+    with pytest.raises(UserError, match="no train samples left in .*: all 4 had no assistant reply"):
         prepare_data(finalize(compose(f"data.path={only_lonely}", "data.format=chat", "data.seq_len=64")))
 
 
@@ -166,7 +169,7 @@ def test_preference_pairs_train_only_the_replies_and_share_a_row(base_tokenizer,
     assert trained_runs(tokenizer, c_ids, c_labels) == ["x + 1<|im_end|>"]
     assert trained_runs(tokenizer, r_ids, r_labels) == ["x - 1<|im_end|>"]
     assert encode_preference({"prompt": "p", "chosen": "same", "rejected": "same"}, tokenizer, "r") is None
-    with pytest.raises(RecordError, match="r: field 'prompt' must end with a user"):
+    with pytest.raises(UserError, match="r: field 'prompt' must end with a user"):
         encode_preference({"prompt": [{"role": "assistant", "content": "a"}], "chosen": "b", "rejected": "c"},
                           tokenizer, "r")
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from rtune.config import ObjectiveConfig
-from rtune.worker.objectives import IGNORE, PairLogps, make_objective, pair_logps
+from rtune.tokens import IGNORE
+from rtune.worker.objectives import PairLogps, make_objective, pair_logps
 
 
 def _batch():

@@ -15,7 +15,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from rtune.data.packing import IGNORE, PAD, best_fit_decreasing, pack
+from rtune.data.packing import PAD, best_fit_decreasing, pack
+from rtune.tokens import IGNORE
 from rtune.worker.lm import TokenLogprobs
 
 VOCAB = 300

@@ -11,13 +11,14 @@ import os
 import pickle
 
 import pytest
-
 from conftest import compose
+
 from rtune import checkpoint as ckpt
-from rtune.config import ConfigError, finalize, to_dict
+from rtune.config import finalize, to_dict
 from rtune.driver.launch import _resume_point
-from rtune.worker.order import GlobalOrder
+from rtune.errors import UserError
 from rtune.model import train_bpe_tokenizer
+from rtune.worker.order import GlobalOrder
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def test_damaged_newest_checkpoint_is_skipped_and_kept(tmp_path, tiny_parts, cap
 def test_no_intact_checkpoint_is_an_error(tmp_path, tiny_parts):
     cfg, run_dir = make_run(tmp_path, tiny_parts, [4])
     os.remove(os.path.join(run_dir, ckpt.dir_name(4), ckpt.MARKER))
-    with pytest.raises(ckpt.CheckpointError, match="no intact checkpoint"):
+    with pytest.raises(UserError, match="no intact checkpoint"):
         _resume_point(cfg, run_dir)
 
 
@@ -81,7 +82,7 @@ def test_no_intact_checkpoint_is_an_error(tmp_path, tiny_parts):
 def test_resume_with_changed_model_or_data_is_refused(tmp_path, tiny_parts, change, key):
     cfg, run_dir = make_run(tmp_path, tiny_parts, [4])
     changed = finalize(compose(f"storage_path={tmp_path}", "run_name=r", "trainer.max_steps=20", change))
-    with pytest.raises(ckpt.CheckpointError, match=f"trained with {key}=.*start a new run_name"):
+    with pytest.raises(UserError, match=f"trained with {key}=.*start a new run_name"):
         _resume_point(changed, run_dir)
 
 
@@ -95,13 +96,13 @@ def test_deepspeed_resume_needs_the_same_worker_count(tmp_path, tiny_parts):
     make_run(tmp_path, tiny_parts, [4], "strategy=deepspeed", "num_workers=2")
     fewer = finalize(compose(f"storage_path={tmp_path}", "run_name=r", "trainer.max_steps=20", "strategy=deepspeed",
                              "num_workers=1"))
-    with pytest.raises(ckpt.CheckpointError, match="trained by 2 DeepSpeed workers, now 1.*num_workers=2"):
+    with pytest.raises(UserError, match="trained by 2 DeepSpeed workers, now 1.*num_workers=2"):
         _resume_point(fewer, os.path.join(str(tmp_path), "r"))
 
 
 def test_finished_run_says_how_to_continue(tmp_path, tiny_parts):
     cfg, run_dir = make_run(tmp_path, tiny_parts, [20])
-    with pytest.raises(ConfigError, match="already reached step 20.*trainer.max_steps above 20"):
+    with pytest.raises(UserError, match="already reached step 20.*trainer.max_steps above 20"):
         _resume_point(cfg, run_dir)
 
 
@@ -121,7 +122,7 @@ def test_planted_pickle_is_refused_before_any_worker(tmp_path, tiny_parts):
     marker["files"][ckpt.STATE] = os.path.getsize(state)
     with open(os.path.join(newest, ckpt.MARKER), "w") as f:
         json.dump(marker, f)
-    with pytest.raises(ckpt.CheckpointError, match="refusing"):
+    with pytest.raises(UserError, match="refusing"):
         _resume_point(cfg, run_dir)
     assert not os.path.exists("/tmp/rtune-pwned-preflight")
 

@@ -20,7 +20,7 @@ import urllib.request
 import pytest
 
 from conftest import compose, run_with_fault, tiny_overrides
-from rtune.config import ConfigError
+from rtune.errors import UserError
 from rtune.metrics import read_metrics
 
 
@@ -87,10 +87,10 @@ def test_tracking_config_errors_name_the_fix(monkeypatch, tmp_path):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
-    with pytest.raises(ConfigError, match=r"pip install 'rtune\[tracking\]'"):
+    with pytest.raises(UserError, match=r"pip install 'rtune\[tracking\]'"):
         check_backends(compose("tracking.backends=[tensorboard,wandb]"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    with pytest.raises(ConfigError, match="set tracking.mlflow_uri"):
+    with pytest.raises(UserError, match="set tracking.mlflow_uri"):
         check_backends(compose("tracking.backends=[mlflow]", "storage_path=s3://bucket/runs"))
     params = flat_params({"model": {"hf_token": "x", "name_or_path": "gpt2"}, "tracking": {"backends": ["mlflow"]}})
     assert params == {"model.name_or_path": "gpt2", "tracking.backends": '["mlflow"]'}

@@ -13,7 +13,7 @@ rendered text itself: the character span of each assistant message (plus the end
 after it), mapped onto tokens through the tokenizer's offsets. Any template works, with no
 `{% generation %}` markers.
 
-A record that does not fit its format raises `RecordError` naming the record, the field and what was
+A record that does not fit its format raises `UserError` naming the record, the field and what was
 expected. `encode_*` return `(input_ids, labels)` with `labels[t] = IGNORE` where no loss is taken, or
 None for a record that has nothing to train on (no assistant turn): those are skipped and counted.
 """
@@ -22,18 +22,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from rtune.config import ConfigError
+from rtune.errors import UserError
+from rtune.tokens import IGNORE
 
-IGNORE = -100
 ROLES = ("system", "user", "assistant")
 # ShareGPT speaker names -> chat roles (the documented mapping).
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "chatgpt": "assistant", "model": "assistant", "system": "system"}
 SHAREGPT_FIELD = "conversations"
-
-
-class RecordError(ConfigError):
-    """A record that does not fit its format; the message names the record, field and expectation."""
 
 
 Sample = Tuple[List[int], List[int]]
@@ -49,27 +45,27 @@ def required_fields(fmt: str, messages_field: str, columns: Sequence[str]) -> Li
 
 
 def _messages(value: Any, where: str, field: str) -> List[Dict[str, str]]:
-    """A list of {role, content} (or ShareGPT {from, value}) messages, normalised; RecordError otherwise."""
+    """A list of {role, content} (or ShareGPT {from, value}) messages, normalised; UserError otherwise."""
     if not isinstance(value, list) or not value:
-        raise RecordError(f"{where}: field {field!r} must be a non-empty list of {{role, content}} messages, "
-                          f"got {type(value).__name__}")
+        raise UserError(f"{where}: field {field!r} must be a non-empty list of {{role, content}} messages, "
+                        f"got {type(value).__name__}")
     out = []
     for i, message in enumerate(value):
         if not isinstance(message, dict):
-            raise RecordError(f"{where}: {field}[{i}] must be a {{role, content}} object, got {type(message).__name__}")
+            raise UserError(f"{where}: {field}[{i}] must be a {{role, content}} object, got {type(message).__name__}")
         if "from" in message and "role" not in message:
             speaker = message.get("from")
             role = SHAREGPT_ROLES.get(str(speaker).lower())
             if role is None:
-                raise RecordError(f"{where}: {field}[{i}] has speaker {speaker!r}; ShareGPT speakers are "
-                                  f"{', '.join(SHAREGPT_ROLES)}")
+                raise UserError(f"{where}: {field}[{i}] has speaker {speaker!r}; ShareGPT speakers are "
+                                f"{', '.join(SHAREGPT_ROLES)}")
             content = message.get("value")
         else:
             role, content = message.get("role"), message.get("content")
             if role not in ROLES:
-                raise RecordError(f"{where}: {field}[{i}] has role {role!r}; expected one of {', '.join(ROLES)}")
+                raise UserError(f"{where}: {field}[{i}] has role {role!r}; expected one of {', '.join(ROLES)}")
         if not isinstance(content, str):
-            raise RecordError(f"{where}: {field}[{i}] ({role}) must have text content, got {type(content).__name__}")
+            raise UserError(f"{where}: {field}[{i}] ({role}) must have text content, got {type(content).__name__}")
         out.append({"role": role, "content": content})
     return out
 
@@ -78,7 +74,7 @@ def _text(value: Any, where: str, field: str, optional: bool = False) -> str:
     if value is None and optional:
         return ""
     if not isinstance(value, str):
-        raise RecordError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")
+        raise UserError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")
     return value
 
 
@@ -129,8 +125,8 @@ def assistant_spans(text: str, messages: List[Dict[str, str]], specials: Sequenc
             start = text.find(content, cursor)
         if start < 0:
             if message["role"] == "assistant":
-                raise ConfigError(f"{where}: the chat template does not render assistant message {i} verbatim, so "
-                                  "its tokens cannot be found: use data.chat_template=chatml or another template")
+                raise UserError(f"{where}: the chat template does not render assistant message {i} verbatim, so "
+                                "its tokens cannot be found: use data.chat_template=chatml or another template")
             continue  # a template may drop or rewrite system/user text; it carries no loss anyway
         end = start + len(content)
         if message["role"] == "assistant":
@@ -182,8 +178,8 @@ def _prompt_messages(value: Any, where: str) -> List[Dict[str, str]]:
         return [{"role": "user", "content": value}]
     messages = _messages(value, where, "prompt")
     if messages[-1]["role"] == "assistant":
-        raise RecordError(f"{where}: field 'prompt' must end with a user (or system) message; the replies belong "
-                          "in 'chosen' and 'rejected'")
+        raise UserError(f"{where}: field 'prompt' must end with a user (or system) message; the replies belong "
+                        "in 'chosen' and 'rejected'")
     return messages
 
 
@@ -192,7 +188,7 @@ def _reply_messages(value: Any, where: str, field: str) -> List[Dict[str, str]]:
         return [{"role": "assistant", "content": value}]
     messages = _messages(value, where, field)
     if not any(m["role"] == "assistant" for m in messages):
-        raise RecordError(f"{where}: field {field!r} must hold an assistant reply (a string or assistant messages)")
+        raise UserError(f"{where}: field {field!r} must hold an assistant reply (a string or assistant messages)")
     return messages
 
 

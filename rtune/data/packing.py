@@ -19,8 +19,9 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from rtune.tokens import IGNORE
+
 PAD = -1  # marks padding in stored rows; never a real token id
-IGNORE = -100
 
 
 @dataclass

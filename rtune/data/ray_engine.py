@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
+import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -34,10 +34,15 @@ from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
-from rtune.config import ConfigError, RTuneConfig, is_uri, to_dict
-from rtune.data.ray_tasks import (ERROR_MARK, PackFiles, TokenizeFiles, count_file, download_dir, filesystem_of,
-                                  train_texts)
+from rtune.config import RTuneConfig, is_uri, to_dict
+from rtune.data.prepared import CHAT_FORMATS, PreparedData, data_key, nothing_left, packing_of, split_documents
+from rtune.data.ray_tasks import PackFiles, TokenizeFiles, count_file, download_dir, filesystem_of, train_bpe
 from rtune.data.rows import SHARDS_META, TOKENS_META
+from rtune.data.sources import corpus_files
+from rtune.data.templates import end_of_turn
+from rtune.data.tokenizer import model_tokenizer, with_template
+from rtune.errors import UserError, user_error_in
+from rtune.model import load_tokenizer_from, tokenizer_fingerprint
 
 MANIFEST = "manifest.json"
 
@@ -72,14 +77,14 @@ def _node_cache(cfg: RTuneConfig) -> str:
 # ---- the driver ----------------------------------------------------------------------------------------------
 
 def _collect(run: Callable[[], list]) -> list:
-    """Run a Ray Data pipeline (`take_all`) or a `ray.get`; a data error raised in a task becomes its one line
-    (Ray wraps the task's exception; only rtune's line is kept)."""
+    """Run a Ray Data pipeline (`take_all`) or a `ray.get`; a UserError raised in a task or actor (a bad file or
+    record) comes back as itself, its one line, without Ray's wrapping."""
     try:
         return run()
     except Exception as err:
-        found = re.search(re.escape(ERROR_MARK) + r"(.+)", str(err))
-        if found:
-            raise ConfigError(found.group(1).strip()) from None
+        found = user_error_in(err)
+        if found is not None:  # its one line (Ray Data appends a note on retries to the message)
+            raise UserError(str(found).splitlines()[0]) from None
         raise
 
 
@@ -96,6 +101,9 @@ def _start_ray_data() -> None:
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.wait_for_min_actors_s = 600  # a pool that cannot start fails instead of waiting forever
+    # an actor's UserError (a malformed record) comes back as itself, not as a UserCodeException whose cause
+    # stayed behind in the actor's process
+    ctx.raise_original_map_exception = True
     try:
         from ray.data._internal.cluster_autoscaler import get_or_create_autoscaling_coordinator
         from ray.data._internal.execution.node_trackers import get_or_create_actor_location_tracker
@@ -134,8 +142,6 @@ def _stat(path: str) -> Tuple[str, int, str]:
 
 def _plan(cfg: RTuneConfig, files: List[str], n_train_files: int, counts: List[dict]) -> List[dict]:
     """Per file: how many of its documents to keep and which of them (by position) are validation."""
-    from rtune.data.pipeline import split_documents
-
     d = cfg.data
     sources = [(d.path, 0, n_train_files)] + ([(d.eval_path, n_train_files, len(files))] if d.eval_path else [])
     keep = [0] * len(files)
@@ -149,11 +155,11 @@ def _plan(cfg: RTuneConfig, files: List[str], n_train_files: int, counts: List[d
         total = sum(keep[lo:hi])
         needed = 1 if (d.eval_path and lo == 0) or lo > 0 else 2
         if total == 0:
-            raise ConfigError(f"dataset {path} has no text in field {d.text_field!r}: check data.path and "
-                              "data.text_field")
+            raise UserError(f"dataset {path} has no text in field {d.text_field!r}: check data.path and "
+                            "data.text_field")
         if total < needed:
-            raise ConfigError(f"dataset {path} has only {total} non-empty document; rtune needs at least {needed} "
-                              "(one to train on, one to validate)")
+            raise UserError(f"dataset {path} has only {total} non-empty document; rtune needs at least {needed} "
+                            "(one to train on, one to validate)")
     n_train_docs = sum(keep[:n_train_files])
     if d.eval_path:
         val_global = np.zeros(0, dtype=np.int64)
@@ -194,14 +200,11 @@ def _units(plan: List[dict], actors: int) -> List[dict]:
 
 def _ready_tokenizer(cfg: RTuneConfig, key: str):
     """The model's tokenizer, or a BPE trained before on this data; None when one must be trained."""
-    from rtune.data.pipeline import get_tokenizer
-    from rtune.model import load_tokenizer_from
-
-    m = cfg.model
-    if m.tokenizer or m.name_or_path:  # with the chat template the format needs
-        return get_tokenizer(cfg, None, np.zeros(0, dtype=np.int64), "")
+    tokenizer = model_tokenizer(cfg)
+    if tokenizer is not None:
+        return tokenizer
     out_dir = _bpe_dir(cfg, key)
-    return _with_template(load_tokenizer_from(out_dir, trust_remote_code=False), cfg) if os.path.isdir(out_dir) \
+    return with_template(load_tokenizer_from(out_dir, trust_remote_code=False), cfg.data) if os.path.isdir(out_dir) \
         else None
 
 
@@ -211,41 +214,27 @@ def _bpe_dir(cfg: RTuneConfig, key: str) -> str:
 
 
 def _train_bpe(cfg: RTuneConfig, plan: List[dict], n_train_files: int, key: str):
-    """A BPE trained on the training documents, streamed from the cluster one file at a time."""
+    """A BPE trained on the training documents by one Ray task, which streams the files itself: the driver only
+    receives the tokenizer's files (~1 MB), whatever the corpus size."""
     import ray
 
-    from rtune.model import train_bpe_tokenizer
-
-    m, d = cfg.model, cfg.data
-    read = ray.remote(num_cpus=1)(train_texts)
-
-    def texts():
-        jobs = [p for p in plan[:n_train_files] if p["keep_docs"]]
-        data = asdict(d)
-        pending = [read.remote(p["path"], data, p["keep_docs"], json.loads(p["val"])) for p in jobs[:2]]
-        for i in range(len(jobs)):  # two files in flight: the next is read while this one trains the BPE
-            chunk = _collect(lambda: ray.get(pending.pop(0)))
-            if i + 2 < len(jobs):
-                p = jobs[i + 2]
-                pending.append(read.remote(p["path"], data, p["keep_docs"], json.loads(p["val"])))
-            yield from chunk
-
-    return _with_template(train_bpe_tokenizer(texts(), m.tokenizer_vocab_size, _bpe_dir(cfg, key)), cfg)
+    jobs = [p for p in plan[:n_train_files] if p["keep_docs"]]
+    task = ray.remote(num_cpus=1, max_retries=0)(train_bpe)
+    files = _collect(lambda: ray.get(task.remote(jobs, asdict(cfg.data), cfg.model.tokenizer_vocab_size)))
+    out_dir = _bpe_dir(cfg, key)
+    tmp = f"{out_dir}.tmp-{os.getpid()}"
+    os.makedirs(tmp, exist_ok=True)
+    for name, content in files.items():
+        with open(os.path.join(tmp, name), "wb") as f:
+            f.write(content)
+    try:
+        os.replace(tmp, out_dir)  # atomic: a concurrent run never sees half a tokenizer
+    except OSError:  # another run got there first with the same content
+        shutil.rmtree(tmp, ignore_errors=True)
+    return with_template(load_tokenizer_from(out_dir, trust_remote_code=False), cfg.data)
 
 
-def _with_template(tokenizer, cfg: RTuneConfig):
-    from rtune.data.pipeline import CHAT_FORMATS
-    from rtune.data.templates import apply_template
-
-    if cfg.data.format in CHAT_FORMATS:
-        apply_template(tokenizer, cfg.data.chat_template)
-    return tokenizer
-
-
-def _prepared(root: str, manifest: dict, cfg: RTuneConfig, tokenizer):
-    from rtune.data.pipeline import CHAT_FORMATS, PreparedData, packing_of
-    from rtune.data.templates import end_of_turn
-
+def _prepared(root: str, manifest: dict, cfg: RTuneConfig, tokenizer) -> PreparedData:
     train, val = manifest["splits"]["train"], manifest["splits"]["val"]
     stats = {k: train.get(k, 0) + val.get(k, 0) for k in ("skipped_no_reply", "dropped_too_long", "truncated",
                                                            "skipped_identical")}
@@ -272,8 +261,6 @@ def _save_tokenizer(tokenizer, root: str, cache_dir: str, key: str) -> None:
 
 def _split_summaries(cfg: RTuneConfig, root: str, written: List[dict], stream: bool) -> Dict[str, dict]:
     """Per split: list its shards in order (tokens.json / shards.json) and total their counts."""
-    from rtune.data.pipeline import no_pairs_left, no_samples_left
-
     d, out = cfg.data, {}
     for split in ("train", "val"):
         mine = sorted((r for r in written if r["split"] == split), key=lambda r: r["index"])
@@ -287,7 +274,7 @@ def _split_summaries(cfg: RTuneConfig, root: str, written: List[dict], stream: b
         else:
             if total["rows"] == 0:
                 source = d.eval_path if split == "val" and d.eval_path else d.path
-                raise (no_pairs_left if d.format == "preference" else no_samples_left)(split, source, total, cfg)
+                raise nothing_left(split, source, total, cfg)
             _write_json(root, f"{split}/{SHARDS_META}", {"shards": [
                 f"rows-{r['index']:06d}" for r in mine if r["rows"]]})
         out[split] = total
@@ -296,11 +283,8 @@ def _split_summaries(cfg: RTuneConfig, root: str, written: List[dict], stream: b
 
 def _data_key(cfg: RTuneConfig, tokenizer, source_key: str) -> Tuple[str, str]:
     """The prepared data's key and its directory under data.cache_uri."""
-    from rtune.data.pipeline import _key, packing_of
-    from rtune.model import tokenizer_fingerprint
-
     d = cfg.data
-    key = _key(source_key, tokenizer_fingerprint(tokenizer), d.seq_len, packing_of(cfg), d.truncation)
+    key = data_key(source_key, tokenizer_fingerprint(tokenizer), d.seq_len, packing_of(cfg), d.truncation)
     return key, f"{d.cache_uri.rstrip('/')}/{key}"
 
 
@@ -314,8 +298,6 @@ def prepare_with_ray(cfg: RTuneConfig):
     """Prepare the data on the Ray cluster the driver is connected to; returns (PreparedData, tokenizer)."""
     import ray
 
-    from rtune.data.sources import corpus_files
-
     d = cfg.data
     if not ray.is_initialized():
         raise RuntimeError("data.engine=ray needs a connected Ray cluster (the driver starts one first)")
@@ -327,9 +309,7 @@ def prepare_with_ray(cfg: RTuneConfig):
     # first: they count while this process imports transformers and loads the tokenizer.
     count = ray.remote(num_cpus=1)(count_file)
     counting = [count.remote({"index": i, "path": p}, asdict(d)) for i, p in enumerate(files)]
-    from rtune.data.pipeline import _key, packing_of
-
-    source_key = _key("ray-v2", *map(_stat, files), len(train_files), d.format, d.text_field, d.messages_field,
+    source_key = data_key("ray-v2", *map(_stat, files), len(train_files), d.format, d.text_field, d.messages_field,
                       d.train_on, d.val_fraction, cfg.seed, d.max_documents)
     tokenizer = _ready_tokenizer(cfg, source_key)
     if tokenizer is not None:
@@ -393,6 +373,6 @@ def localize(prepared, cfg: RTuneConfig):
     else:
         import socket
 
-        raise ConfigError(f"the prepared data at {root} is not visible on node {socket.gethostname()}: set "
-                          "data.cache_uri to a directory every node mounts, or a storage URI (s3://, gs://)")
+        raise UserError(f"the prepared data at {root} is not visible on node {socket.gethostname()}: set "
+                        "data.cache_uri to a directory every node mounts, or a storage URI (s3://, gs://)")
     return replace(prepared, train_path=f"{local}/train", val_path=f"{local}/val", tokenizer_dir=f"{local}/tokenizer")

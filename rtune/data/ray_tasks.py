@@ -5,6 +5,7 @@ file, counting its records, tokenizing it into token shards (raw text, concat pa
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -15,15 +16,13 @@ from typing import Dict, Iterator, List
 
 import numpy as np
 
-from rtune.config import ConfigError, is_uri
+from rtune.config import from_dict, is_uri
+from rtune.data.formats import record_texts, required_fields
+from rtune.data.prepared import encode_records, pack_and_save
+from rtune.data.rows import save_rows
+from rtune.errors import UserError
 
-ERROR_MARK = "rtune-data: "  # marks a user's data error raised inside Ray Data, so the driver can show just it
 _BATCH_RECORDS = 1024  # records read and tokenized at once: bounds a tokenizer actor's memory, not the file's
-
-
-class DataError(ValueError):
-    def __init__(self, message: str):
-        super().__init__(ERROR_MARK + message)
 
 
 # ---- reading one corpus file (inside Ray Data tasks and actors) ----------------------------------------------
@@ -52,7 +51,7 @@ def _read_texts(path: str, field: str) -> Iterator[list]:
         if ext == ".parquet":
             parquet = pq.ParquetFile(f)
             if field not in parquet.schema_arrow.names:
-                raise DataError(f"data.text_field={field!r} is not a field of {path}; fields found: "
+                raise UserError(f"data.text_field={field!r} is not a field of {path}; fields found: "
                                 f"{', '.join(parquet.schema_arrow.names)}: set data.text_field")
             for batch in parquet.iter_batches(batch_size=_BATCH_RECORDS, columns=[field]):
                 yield batch.column(0).to_pylist()
@@ -61,14 +60,14 @@ def _read_texts(path: str, field: str) -> Iterator[list]:
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise DataError(f"{path} is not valid UTF-8 (byte {err.start}): re-encode the file as UTF-8") from None
+        raise UserError(f"{path} is not valid UTF-8 (byte {err.start}): re-encode the file as UTF-8") from None
     if ext == ".txt":  # the `text` builder of datasets: one record per line, field "text"
         texts = raw.decode("utf-8").splitlines()
     elif ext == ".csv":
         try:
             table = pacsv.read_csv(io.BytesIO(raw), convert_options=pacsv.ConvertOptions(include_columns=[field]))
         except (pa.ArrowInvalid, KeyError):
-            raise DataError(f"data.text_field={field!r} is not a column of {path}: set data.text_field") from None
+            raise UserError(f"data.text_field={field!r} is not a column of {path}: set data.text_field") from None
         texts = table.column(0).to_pylist()
     else:
         try:  # JSON lines; only the text field is parsed into Arrow
@@ -78,7 +77,7 @@ def _read_texts(path: str, field: str) -> Iterator[list]:
         except pa.ArrowInvalid:  # a JSON array of records, or a line that is not an object
             texts = _json_array_texts(raw, path, field)
         if texts and all(t is None for t in texts):
-            raise DataError(f"data.text_field={field!r} is not a field of {path}: set data.text_field to the "
+            raise UserError(f"data.text_field={field!r} is not a field of {path}: set data.text_field to the "
                             "field that holds the text")
     for start in range(0, len(texts), _BATCH_RECORDS):
         yield texts[start:start + _BATCH_RECORDS]
@@ -99,7 +98,7 @@ def _read_records(path: str) -> Iterator[List[dict]]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise DataError(f"{path} is not valid UTF-8 (byte {err.start}): re-encode the file as UTF-8") from None
+        raise UserError(f"{path} is not valid UTF-8 (byte {err.start}): re-encode the file as UTF-8") from None
     if ext == ".csv":
         records = pacsv.read_csv(io.BytesIO(raw)).to_pylist()
     elif ext == ".txt":
@@ -113,7 +112,7 @@ def _read_records(path: str) -> Iterator[List[dict]]:
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as err:
-                    raise DataError(f"{path} line {number} is not valid JSON ({err.msg}): fix or drop that "
+                    raise UserError(f"{path} line {number} is not valid JSON ({err.msg}): fix or drop that "
                                     "line") from None
     for start in range(0, len(records), _BATCH_RECORDS):
         yield records[start:start + _BATCH_RECORDS]
@@ -123,17 +122,15 @@ def _json_array_texts(raw: bytes, path: str, field: str) -> list:
     try:
         records = json.loads(raw)
     except json.JSONDecodeError as err:
-        raise DataError(f"{path} line {err.lineno} is not valid JSON: {err.msg}: fix or drop that record") from None
+        raise UserError(f"{path} line {err.lineno} is not valid JSON: {err.msg}: fix or drop that record") from None
     if not isinstance(records, list):
-        raise DataError(f"{path} holds neither JSON lines nor a JSON array of records")
+        raise UserError(f"{path} holds neither JSON lines nor a JSON array of records")
     return [r.get(field) if isinstance(r, dict) else None for r in records]
 
 
 def count_file(row: Dict, data: Dict) -> Dict:
     """Records in one file and the positions of the empty text documents (what the driver needs to split);
     other formats: checks that the first record has the fields the format needs."""
-    from rtune.data.formats import required_fields
-
     records, empty = 0, []
     if data["format"] == "text":
         for texts in _read_texts(row["path"], data["text_field"]):
@@ -145,7 +142,7 @@ def count_file(row: Dict, data: Dict) -> Dict:
             fields = list(batch[0]) if isinstance(batch[0], dict) else []
             missing = required_fields(data["format"], data["messages_field"], fields)
             if missing:
-                raise DataError(f"data.format={data['format']} needs field(s) {', '.join(missing)}, not found in "
+                raise UserError(f"data.format={data['format']} needs field(s) {', '.join(missing)}, not found in "
                                 f"{row['path']}; fields found: {', '.join(fields)}: pick the data.format that fits, "
                                 "or rename the fields")
         records += len(batch)
@@ -179,16 +176,26 @@ def _window(batches: Iterator[list], stop: int, start: int = 0) -> Iterator[list
 
 
 def train_texts(path: str, data: Dict, keep_docs: int, val: List[int]) -> List[str]:
-    """The text of one file's training records (for training a BPE on the driver, one file in memory at a time)."""
-    from rtune.data.formats import record_texts
-
-    val_set, out, position = set(val), [], 0
+    """The text of one file's training records, in order, a batch of records at a time."""
+    val_set, position = set(val), 0
     for records in _records_of(path, data, keep_docs):
         for j, record in enumerate(records, position):
             if j not in val_set:
-                out += record_texts(record, data["format"], data["text_field"], data["messages_field"])
+                yield from record_texts(record, data["format"], data["text_field"], data["messages_field"])
         position += len(records)
-    return out
+
+
+def train_bpe(jobs: List[Dict], data: Dict, vocab_size: int) -> Dict[str, bytes]:
+    """A Ray task: train the byte-level BPE on the training documents of `jobs` (files with the documents to keep
+    and those that validate), streamed from storage here, and return the tokenizer's files. Off the driver, so
+    the driver's memory does not grow with the corpus (the trainer's counts live in this task's process)."""
+    from rtune.model import train_bpe_tokenizer
+
+    texts = (text for job in jobs for text in train_texts(job["path"], data, job["keep_docs"], json.loads(job["val"])))
+    with tempfile.TemporaryDirectory(prefix="rtune-bpe-") as tmp:
+        train_bpe_tokenizer(texts, vocab_size, os.path.join(tmp, "tokenizer"))
+        folder = os.path.join(tmp, "tokenizer")
+        return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
 
 
 # ---- storage: a local directory or a URI -------------------------------------------------------------------
@@ -296,8 +303,7 @@ class PackFiles:
     settings: Dict = {}
 
     def __init__(self):
-        from rtune.config import from_dict
-        from rtune.model import load_tokenizer_from
+        from rtune.model import load_tokenizer_from  # transformers: only this actor needs it
 
         self.cfg, self.root = from_dict(self.settings["cfg"]), self.settings["root"]
         tokenizer_dir = f"{self.root}/tokenizer"
@@ -307,77 +313,30 @@ class PackFiles:
         self.tokenizer = load_tokenizer_from(tokenizer_dir, trust_remote_code=False)
 
     def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, list]:
-        from rtune.data.formats import encode_record
-        from rtune.data.packing import pack
-        from rtune.data.pipeline import fit_samples, packing_of
-
         d = self.cfg.data
         index, path, val = int(batch["index"][0]), str(batch["path"][0]), set(json.loads(batch["val"][0]))
         keep, skip = int(batch["keep_docs"][0]), int(batch["skip_docs"][0])
-        if d.format == "preference":
-            return _result(index, self._pairs(index, path, val, keep, skip))
-        samples: Dict[str, tuple] = {"train": ([], []), "val": ([], [])}
+        columns: Dict[str, Dict[str, list]] = {"train": {}, "val": {}}
         position = skip
         for records in _records_of(path, asdict(d), keep, skip):
-            for j, record in enumerate(records, position):
-                try:
-                    sample = encode_record(record, d.format, self.tokenizer, d.text_field, d.messages_field,
-                                           d.train_on, f"{path} record {j}")
-                except ConfigError as err:  # a malformed record: the driver shows this one line
-                    raise DataError(str(err)) from None
-                ids, labels = sample if sample is not None else ([], [])
-                samples["val" if j in val else "train"][0].append(ids)
-                samples["val" if j in val else "train"][1].append(labels)
-            position += len(records)
-        counts = {}
-        for split, (ids, labels) in samples.items():
-            n_records = len(ids)
-            ids, labels, stats = fit_samples(ids, labels if d.format != "text" else None, self.cfg)
-            counts[split] = {**stats, "documents": 0}
-            if ids:
-                meta = self._save(f"{split}/rows-{index:06d}", pack(ids, labels, d.seq_len, packing_of(self.cfg)),
-                                  stats)
-                counts[split] = {**stats, "tokens": meta["tokens"], "target_tokens": meta["target_tokens"],
-                                 "rows": meta["rows"], "documents": meta["samples"]}
-            counts[split]["records"] = n_records
-        return _result(index, counts)
-
-    def _pairs(self, index: int, path: str, val: set, keep: int, skip: int) -> Dict[str, Dict[str, int]]:
-        """Preference records: (chosen, rejected) samples, fitted and packed as the datasets engine does, each
-        pair whole in one row (`pipeline.fit_pairs`, `pack(groups=...)`)."""
-        from rtune.data.formats import encode_preference
-        from rtune.data.packing import pack
-        from rtune.data.pipeline import PAIR_COLUMNS, fit_pairs, packing_of
-
-        d = self.cfg.data
-        columns = {split: {k: [] for k in PAIR_COLUMNS} for split in ("train", "val")}
-        position = skip
-        for records in _records_of(path, asdict(d), keep, skip):
-            for j, record in enumerate(records, position):
-                try:
-                    pair = encode_preference(record, self.tokenizer, f"{path} record {j}")
-                except ConfigError as err:  # a malformed record: the driver shows this one line
-                    raise DataError(str(err)) from None
-                (c_ids, c_labels), (r_ids, r_labels) = pair if pair is not None else (([], []), ([], []))
-                for key, value in zip(PAIR_COLUMNS, (c_ids, c_labels, r_ids, r_labels)):
-                    columns["val" if j in val else "train"][key].append(value)
+            where = [f"{path} record {j}" for j in range(position, position + len(records))]
+            encoded = encode_records(records, where, self.tokenizer, d)
+            for name, values in encoded.items():
+                for j, value in enumerate(values, position):
+                    columns["val" if j in val else "train"].setdefault(name, []).append(value)
             position += len(records)
         counts = {}
         for split, encoded in columns.items():
-            ids, labels, groups, stats = fit_pairs(encoded, d.seq_len, d.truncation)
+            save = functools.partial(self._save, f"{split}/rows-{index:06d}")
+            meta, stats = pack_and_save(encoded, self.cfg, save) if encoded else (None, {})
             counts[split] = {**stats, "documents": 0}
-            if ids:
-                rows = pack(ids, labels, d.seq_len, packing_of(self.cfg), groups=groups)
-                rows.samples = len(groups)
-                meta = self._save(f"{split}/rows-{index:06d}", rows, stats)
+            if meta is not None:
                 counts[split] = {**stats, "tokens": meta["tokens"], "target_tokens": meta["target_tokens"],
                                  "rows": meta["rows"], "documents": meta["samples"]}
-        return counts
+        return _result(index, counts)
 
     def _save(self, name: str, rows, stats: Dict[str, int]) -> Dict[str, int]:
         from pyarrow import fs as pafs
-
-        from rtune.data.rows import save_rows
 
         filesystem, path = filesystem_of(self.root)
         if not is_uri(self.root):

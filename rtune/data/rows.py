@@ -28,7 +28,8 @@ from typing import Dict, List
 
 import numpy as np
 
-from rtune.data.packing import IGNORE, PAD, Rows
+from rtune.data.packing import PAD, Rows
+from rtune.tokens import IGNORE
 
 META = "rows.json"
 TOKENS_META = "tokens.json"

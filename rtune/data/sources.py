@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Sequence
 
-from rtune.config import ConfigError, DataConfig
+from rtune.config import DataConfig
 from rtune.data.formats import required_fields
+from rtune.errors import UserError
 
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
 
@@ -19,7 +20,7 @@ def _package_dir(name: str) -> str:
     path = os.path.join(base, name)
     if not os.path.isdir(path):
         found = ", ".join(sorted(os.listdir(base))) if os.path.isdir(base) else "none"
-        raise ConfigError(f"no bundled dataset package:{name}; bundled datasets: {found}")
+        raise UserError(f"no bundled dataset package:{name}; bundled datasets: {found}")
     return path
 
 
@@ -39,8 +40,8 @@ def _check_utf8(files: Sequence[str]) -> None:
                 try:
                     line.decode("utf-8")
                 except UnicodeDecodeError as err:
-                    raise ConfigError(f"{path} line {number} is not valid UTF-8 (byte {err.start}): re-encode the "
-                                      "file as UTF-8 (e.g. iconv -f latin1 -t utf-8) or drop that line") from None
+                    raise UserError(f"{path} line {number} is not valid UTF-8 (byte {err.start}): re-encode the "
+                                    "file as UTF-8 (e.g. iconv -f latin1 -t utf-8) or drop that line") from None
 
 
 def _local_files(path: str, data_dir: Optional[str]) -> List[str]:
@@ -61,24 +62,24 @@ def corpus_files(cfg: DataConfig, path: str) -> List[str]:
     elif all(os.path.isfile(p) for p in path.split(",")):
         files = path.split(",")  # in the order given, as `datasets` reads data_files
     elif _looks_local(path):
-        raise ConfigError(f"dataset path {path} does not exist: check {key}")
+        raise UserError(f"dataset path {path} does not exist: check {key}")
     else:
         from huggingface_hub import HfFileSystem
 
         try:
             found = HfFileSystem().find(f"datasets/{path}/{cfg.data_dir or ''}".rstrip("/"))
         except Exception:  # offline, no such repo, no access: all end the same way for the user
-            raise ConfigError(f"cannot list dataset {path!r}: it is not a local path and the Hugging Face Hub is "
-                              "unreachable or has no such dataset; use data=rust_sample offline, or "
-                              "data.path=<local dir or files>") from None
+            raise UserError(f"cannot list dataset {path!r}: it is not a local path and the Hugging Face Hub is "
+                            "unreachable or has no such dataset; use data=rust_sample offline, or "
+                            "data.path=<local dir or files>") from None
         files = sorted(f"hf://{f}" for f in found)
     files = [f for f in files if os.path.splitext(f)[1].lower() in _FILE_BUILDERS]
     exts = {os.path.splitext(f)[1].lower() for f in files}
     if not files:
-        raise ConfigError(f"no data files ({', '.join(_FILE_BUILDERS)}) in {path} (data_dir={cfg.data_dir}): "
-                          f"check {key} and data.data_dir")
+        raise UserError(f"no data files ({', '.join(_FILE_BUILDERS)}) in {path} (data_dir={cfg.data_dir}): "
+                        f"check {key} and data.data_dir")
     if len(exts - {".json", ".jsonl"}) + bool(exts & {".json", ".jsonl"}) > 1:
-        raise ConfigError(f"{path} mixes file types ({', '.join(sorted(exts))}): keep one kind of file per dataset")
+        raise UserError(f"{path} mixes file types ({', '.join(sorted(exts))}): keep one kind of file per dataset")
     return files
 
 
@@ -104,30 +105,30 @@ def load_records(cfg: DataConfig, path: Optional[str] = None, min_records: int =
             _check_utf8(files)
             exts = {os.path.splitext(f)[1].lower() for f in files}
             if len(exts) != 1 or next(iter(exts)) not in _FILE_BUILDERS:
-                raise ConfigError(f"data.path files must share one of the extensions {', '.join(_FILE_BUILDERS)}; "
-                                  f"got {path}")
+                raise UserError(f"data.path files must share one of the extensions {', '.join(_FILE_BUILDERS)}; "
+                                f"got {path}")
             ds = datasets.load_dataset(_FILE_BUILDERS[exts.pop()], data_files=files, split="train")
         elif _looks_local(path):
-            raise ConfigError(f"dataset path {path} does not exist: check {key}")
+            raise UserError(f"dataset path {path} does not exist: check {key}")
         else:
             ds = datasets.load_dataset(path, data_dir=cfg.data_dir, split="train")
-    except ConfigError:
+    except UserError:
         raise
     except UnicodeDecodeError as err:
-        raise ConfigError(f"dataset {path} is not valid UTF-8 ({err.reason} at byte {err.start}): "
-                          "re-encode it as UTF-8") from None
+        raise UserError(f"dataset {path} is not valid UTF-8 ({err.reason} at byte {err.start}): "
+                        "re-encode it as UTF-8") from None
     except Exception as err:  # datasets raises many types for "not there" / "no network"
         name = type(err).__name__
         first = str(err).splitlines()[0] if str(err) else name
         if "DatasetNotFound" in name or "doesn't exist on the Hub" in str(err) or "ConnectionError" in name \
                 or "couldn't be found" in str(err).lower() or "offline" in str(err).lower():
-            raise ConfigError(f"cannot load dataset {path!r}: it is not a local path and the Hugging Face Hub is "
-                              f"unreachable or has no such dataset; use data=rust_sample offline, or "
-                              f"data.path=<local dir or files>") from None
+            raise UserError(f"cannot load dataset {path!r}: it is not a local path and the Hugging Face Hub is "
+                            f"unreachable or has no such dataset; use data=rust_sample offline, or "
+                            f"data.path=<local dir or files>") from None
         if "data_dir" in str(err) or "FileNotFound" in name or "EmptyDataset" in name:
-            raise ConfigError(f"no data files in {path} (data_dir={cfg.data_dir}): "
-                              f"check {key} and data.data_dir") from None
-        raise ConfigError(f"cannot read dataset {path}: {first}") from None
+            raise UserError(f"no data files in {path} (data_dir={cfg.data_dir}): "
+                            f"check {key} and data.data_dir") from None
+        raise UserError(f"cannot read dataset {path}: {first}") from None
     if cfg.max_documents is not None and len(ds) > cfg.max_documents:
         ds = ds.select(range(cfg.max_documents))
     if cfg.format != "text":
@@ -135,24 +136,24 @@ def load_records(cfg: DataConfig, path: Optional[str] = None, min_records: int =
         if missing:
             hint = (" (or ShareGPT 'conversations'): set data.messages_field" if cfg.format == "chat"
                     else ": pick the data.format that fits, or rename the fields")
-            raise ConfigError(f"data.format={cfg.format} needs field(s) {', '.join(missing)}, not found in {path}; "
-                              f"fields found: {', '.join(ds.column_names)}{hint}")
+            raise UserError(f"data.format={cfg.format} needs field(s) {', '.join(missing)}, not found in {path}; "
+                            f"fields found: {', '.join(ds.column_names)}{hint}")
         if len(ds) < min_records:
-            raise ConfigError(f"dataset {path} has {len(ds)} record(s); rtune needs at least {min_records} "
-                              "(one to train on, one to validate)")
+            raise UserError(f"dataset {path} has {len(ds)} record(s); rtune needs at least {min_records} "
+                            "(one to train on, one to validate)")
         return ds
     if cfg.text_field not in ds.column_names:
-        raise ConfigError(f"data.text_field={cfg.text_field!r} is not a field of {path}; fields found: "
-                          f"{', '.join(ds.column_names)}: {_format_hint(ds.column_names)}")
+        raise UserError(f"data.text_field={cfg.text_field!r} is not a field of {path}; fields found: "
+                        f"{', '.join(ds.column_names)}: {_format_hint(ds.column_names)}")
     n_records = len(ds)
     field = cfg.text_field
     ds = ds.filter(lambda text: isinstance(text, str) and bool(text.strip()), input_columns=[field])
     if len(ds) == 0:
-        raise ConfigError(f"dataset {path} has no text in field {field!r} ({n_records} records, all empty or "
-                          f"missing): check {key} and data.text_field")
+        raise UserError(f"dataset {path} has no text in field {field!r} ({n_records} records, all empty or "
+                        f"missing): check {key} and data.text_field")
     if len(ds) < min_records:
-        raise ConfigError(f"dataset {path} has only {len(ds)} non-empty document; rtune needs at least "
-                          f"{min_records} (one to train on, one to validate)")
+        raise UserError(f"dataset {path} has only {len(ds)} non-empty document; rtune needs at least "
+                        f"{min_records} (one to train on, one to validate)")
     return ds.select_columns([field])
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional, Tuple
 
-from rtune.config import ConfigError
+from rtune.errors import UserError
 
 # ChatML (the layout Qwen and many others use), without a default system prompt.
 CHATML = (
@@ -51,8 +51,8 @@ def apply_template(tokenizer, chat_template: Optional[str]) -> List[str]:
         with open(os.path.expanduser(name)) as f:
             template, special = f.read(), []
     else:
-        raise ConfigError(f"data.chat_template={name!r} is neither a template name ({', '.join(TEMPLATES)}) nor a "
-                          "Jinja file: give one of those names or a path to a .jinja file")
+        raise UserError(f"data.chat_template={name!r} is neither a template name ({', '.join(TEMPLATES)}) nor a "
+                        "Jinja file: give one of those names or a path to a .jinja file")
     missing = [t for t in special if t not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_special_tokens({"additional_special_tokens": missing})

@@ -12,7 +12,8 @@ import time
 from typing import Any, Dict, Optional
 
 from rtune import tracking
-from rtune.config import ConfigError, RTuneConfig, finalize, is_uri, max_workers, to_dict, validate, worker_range
+from rtune.config import RTuneConfig, finalize, is_uri, max_workers, to_dict, validate, worker_range
+from rtune.errors import UserError
 from rtune.metrics import METRICS_FILE, DriverProgress, plot_losses
 
 SUMMARY_FILE = "summary.json"
@@ -31,8 +32,8 @@ def _check_storage(cfg: RTuneConfig) -> Optional[str]:
             f.write("ok")
         os.remove(probe)
     except OSError as err:
-        raise ConfigError(f"storage_path {cfg.storage_path} is not writable ({err.strerror}): "
-                          "set storage_path=<a writable directory>") from None
+        raise UserError(f"storage_path {cfg.storage_path} is not writable ({err.strerror}): "
+                        "set storage_path=<a writable directory>") from None
     return run_dir
 
 
@@ -42,12 +43,12 @@ def _check_deepspeed_toolchain() -> None:
     import shutil
 
     if importlib.util.find_spec("deepspeed") is None:
-        raise ConfigError("strategy=deepspeed needs the deepspeed package: pip install deepspeed")
+        raise UserError("strategy=deepspeed needs the deepspeed package: pip install deepspeed")
     if not (shutil.which("c++") or shutil.which("g++")):
-        raise ConfigError("strategy=deepspeed builds a C++ kernel on first use and no C++ compiler was found: "
-                          "install one (apt-get install g++) or use strategy=ddp / strategy=fsdp")
+        raise UserError("strategy=deepspeed builds a C++ kernel on first use and no C++ compiler was found: "
+                        "install one (apt-get install g++) or use strategy=ddp / strategy=fsdp")
     if not shutil.which("ninja") and importlib.util.find_spec("ninja") is None:
-        raise ConfigError("strategy=deepspeed needs ninja to build its kernel: pip install ninja")
+        raise UserError("strategy=deepspeed needs ninja to build its kernel: pip install ninja")
 
 
 def _resume_point(cfg: RTuneConfig, run_dir: Optional[str]) -> Optional[str]:
@@ -61,15 +62,15 @@ def _resume_point(cfg: RTuneConfig, run_dir: Optional[str]) -> Optional[str]:
         print(f"[rtune] warning: skipping {reason}; it is left in place", flush=True)
     if latest is None:
         if skipped:
-            raise ckpt.CheckpointError(f"run {cfg.run_name} has no intact checkpoint to resume from: move the damaged "
+            raise UserError(f"run {cfg.run_name} has no intact checkpoint to resume from: move the damaged "
                                        "ones aside, or start a new run_name")
         return None
     ckpt.check_compatible(latest, to_dict(cfg))
     ckpt.load_trainer_state(latest, mmap=True)  # a tampered or corrupt state file is refused here
     step = ckpt.read_marker(latest)["step"]
     if step >= cfg.trainer.max_steps:
-        raise ConfigError(f"run {cfg.run_name} already reached step {step} (trainer.max_steps={cfg.trainer.max_steps}):"
-                          f" set trainer.max_steps above {step} to train on, or start a new run_name")
+        raise UserError(f"run {cfg.run_name} already reached step {step} (trainer.max_steps={cfg.trainer.max_steps}):"
+                        f" set trainer.max_steps above {step} to train on, or start a new run_name")
     print(f"[rtune] resuming run {cfg.run_name} from {latest} (step {step})", flush=True)
     return latest
 
@@ -116,8 +117,8 @@ def _checks_and_data(cfg: RTuneConfig, concurrent_runs: int):
         check_lora_targets(cfg.model, cfg.peft, model_config)
     context = max_context(model_config)
     if context is not None and cfg.data.seq_len > context:
-        raise ConfigError(f"data.seq_len={cfg.data.seq_len} is longer than the model's context of {context} "
-                          f"tokens: set data.seq_len={context} or less")
+        raise UserError(f"data.seq_len={cfg.data.seq_len} is longer than the model's context of {context} "
+                        f"tokens: set data.seq_len={context} or less")
     if cfg.model.name_or_path is None:  # its vocabulary is the BPE trained on the data: at most this big
         model_config.vocab_size = cfg.model.tokenizer_vocab_size
     check_fit(cfg, model_config, local_cluster=not (cfg.ray_address or os.environ.get("RAY_ADDRESS")))
@@ -130,13 +131,13 @@ def _checks_and_data(cfg: RTuneConfig, concurrent_runs: int):
     per_worker = prepared.train_blocks // max_workers(cfg)
     t = cfg.trainer
     if t.global_batch_size is not None and t.global_batch_size > prepared.train_blocks:
-        raise ConfigError(f"trainer.global_batch_size={t.global_batch_size} is more than the {prepared.train_blocks} "
-                          f"training rows of {cfg.data.seq_len} tokens: use a smaller global batch or more data")
+        raise UserError(f"trainer.global_batch_size={t.global_batch_size} is more than the {prepared.train_blocks} "
+                        f"training rows of {cfg.data.seq_len} tokens: use a smaller global batch or more data")
     if per_worker < cfg.trainer.micro_batch_size:
-        raise ConfigError(f"the training split has {prepared.train_blocks} rows of {cfg.data.seq_len} tokens, "
-                          f"{per_worker} per worker, fewer than trainer.micro_batch_size="
-                          f"{cfg.trainer.micro_batch_size}: use more data, a smaller data.seq_len, micro batch or "
-                          "num_workers")
+        raise UserError(f"the training split has {prepared.train_blocks} rows of {cfg.data.seq_len} tokens, "
+                        f"{per_worker} per worker, fewer than trainer.micro_batch_size="
+                        f"{cfg.trainer.micro_batch_size}: use more data, a smaller data.seq_len, micro batch or "
+                        "num_workers")
     return prepared, run_dir, resume_from, started_ray
 
 

@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Optional
 
-from rtune.config import ConfigError
+from rtune.errors import UserError
 
 # Not /tmp/ray: a plain ray.init() elsewhere on this machine joins whatever /tmp/ray/ray_current_cluster
 # names, and must not find rtune's cluster there. Short, because Ray's unix sockets live under it.
@@ -125,11 +125,11 @@ class Head:
                 if "Ray runtime started" in f.read():
                     return
             if self.proc.poll() is not None:
-                raise ConfigError(f"the local Ray head exited while starting ({_last_line(self.log_path)}); "
+                raise UserError(f"the local Ray head exited while starting ({_last_line(self.log_path)}); "
                                    f"its log: {self.log_path}")
             time.sleep(0.05)
         self.stop()
-        raise ConfigError(f"the local Ray head did not start within {timeout_s:.0f} s; its log: {self.log_path}")
+        raise UserError(f"the local Ray head did not start within {timeout_s:.0f} s; its log: {self.log_path}")
 
     def stop(self, timeout_s: float = 30) -> None:
         """SIGTERM: `ray start --block` stops the GCS, raylet and workers it started, then exits."""

@@ -18,8 +18,9 @@ import os
 import re
 from typing import Any, Dict, List, Tuple
 
-from rtune.config import ConfigError, RTuneConfig, from_dict, to_dict
+from rtune.config import RTuneConfig, from_dict, to_dict
 from rtune.driver.sweep import is_finished, row, run_name_for, write_summary
+from rtune.errors import UserError
 
 TRIAL_DRIVER_MEMORY = 512 * 1024**2  # bytes Ray reserves for each trial's driver process (it imports torch)
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice", "grid")
@@ -27,11 +28,11 @@ _CALL = re.compile(r"^\s*(\w+)\s*\((.*)\)\s*$")
 
 
 def parse_distribution(key: str, text: str) -> Tuple[str, List[Any]]:
-    """`loguniform(1e-5,1e-3)` -> ("loguniform", [1e-5, 1e-3]), checked; ConfigError naming the fix."""
+    """`loguniform(1e-5,1e-3)` -> ("loguniform", [1e-5, 1e-3]), checked; UserError naming the fix."""
     match = _CALL.match(str(text))
     if not match or match.group(1) not in DISTRIBUTIONS:
-        raise ConfigError(f"search.space[{key}]={text!r}: use one of {', '.join(d + '(...)' for d in DISTRIBUTIONS)}"
-                          f", e.g. loguniform(1e-5,1e-3) or choice(8,16)")
+        raise UserError(f"search.space[{key}]={text!r}: use one of {', '.join(d + '(...)' for d in DISTRIBUTIONS)}"
+                        f", e.g. loguniform(1e-5,1e-3) or choice(8,16)")
     kind, body = match.groups()
     try:
         values = list(ast.literal_eval(f"[{body}]"))
@@ -39,11 +40,11 @@ def parse_distribution(key: str, text: str) -> Tuple[str, List[Any]]:
         values = [v.strip() for v in body.split(",") if v.strip()]  # bare words: choice(none,lora)
     if kind in ("loguniform", "uniform", "randint"):
         if len(values) != 2 or not all(isinstance(v, (int, float)) for v in values) or not values[0] < values[1]:
-            raise ConfigError(f"search.space[{key}]={text!r}: {kind} needs two numbers lo < hi, e.g. {kind}(1, 4)")
+            raise UserError(f"search.space[{key}]={text!r}: {kind} needs two numbers lo < hi, e.g. {kind}(1, 4)")
         if kind == "loguniform" and values[0] <= 0:
-            raise ConfigError(f"search.space[{key}]={text!r}: loguniform needs lo > 0")
+            raise UserError(f"search.space[{key}]={text!r}: loguniform needs lo > 0")
     elif not values:
-        raise ConfigError(f"search.space[{key}]={text!r}: {kind} needs at least one value")
+        raise UserError(f"search.space[{key}]={text!r}: {kind} needs at least one value")
     return kind, values
 
 
@@ -51,16 +52,16 @@ def check_search(cfg: RTuneConfig) -> Dict[str, Tuple[str, List[Any]]]:
     """Validate cfg.search and every sampled key (a trial with a bad value must not be the first to find out)."""
     s = cfg.search
     if not s.space:
-        raise ConfigError("tune needs a search space: 'search.space={optim.lr: \"loguniform(1e-5,1e-3)\"}'")
+        raise UserError("tune needs a search space: 'search.space={optim.lr: \"loguniform(1e-5,1e-3)\"}'")
     if s.scheduler not in ("asha", "fifo"):
-        raise ConfigError(f"search.scheduler must be asha or fifo, got {s.scheduler!r}")
+        raise UserError(f"search.scheduler must be asha or fifo, got {s.scheduler!r}")
     if s.mode not in ("min", "max"):
-        raise ConfigError(f"search.mode must be min or max, got {s.mode!r}")
+        raise UserError(f"search.mode must be min or max, got {s.mode!r}")
     for key, value in {"search.num_samples": s.num_samples, "search.max_concurrent": s.max_concurrent}.items():
         if value < 1:
-            raise ConfigError(f"{key} must be at least 1, got {value}")
+            raise UserError(f"{key} must be at least 1, got {value}")
     if s.reduction_factor < 2:
-        raise ConfigError(f"search.reduction_factor must be at least 2, got {s.reduction_factor}")
+        raise UserError(f"search.reduction_factor must be at least 2, got {s.reduction_factor}")
     space = {key: parse_distribution(key, text) for key, text in s.space.items()}
     base = to_dict(cfg)
     for key, (kind, values) in space.items():
@@ -77,15 +78,15 @@ def apply_params(base: Dict[str, Any], params: Dict[str, Any]) -> RTuneConfig:
         *parents, leaf = key.split(".")
         for part in parents:
             if not isinstance(node.get(part), dict):
-                raise ConfigError(_unknown_key(key))
+                raise UserError(_unknown_key(key))
             node = node[part]
         if leaf not in node:
-            raise ConfigError(_unknown_key(key))
+            raise UserError(_unknown_key(key))
         node[leaf] = value
     try:
         return from_dict(raw)
     except Exception as err:
-        raise ConfigError(f"search.space gives a value the config refuses: {str(err).splitlines()[0]}") from None
+        raise UserError(f"search.space gives a value the config refuses: {str(err).splitlines()[0]}") from None
 
 
 def _unknown_key(key: str) -> str:
@@ -195,8 +196,8 @@ def _refuse_second_local_cluster(cfg: RTuneConfig) -> None:
         return
     running = sorted(find_gcs_addresses())
     if running:
-        raise ConfigError(f"a Ray cluster already runs on this machine ({', '.join(running)}); a second local one "
-                          f"would leak the CPUs of trials ASHA stops: join it with ray_address={running[0]}")
+        raise UserError(f"a Ray cluster already runs on this machine ({', '.join(running)}); a second local one "
+                        f"would leak the CPUs of trials ASHA stops: join it with ray_address={running[0]}")
 
 
 def _trial_index(result) -> int:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from rtune.config import ConfigError
+from rtune.errors import UserError
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 # Not shipped to the cluster: run outputs, environments, caches and git history.
@@ -37,8 +37,8 @@ def project_root() -> Path:
     """The checkout that holds rtune/ and conf/: it becomes the job's working_dir."""
     root = Path(__file__).resolve().parents[2]
     if not (root / "conf" / "config.yaml").exists():
-        raise ConfigError(f"rtune submit ships the checkout's code and conf/, but {root} has no conf/config.yaml: "
-                          "run it from a git clone of rtune (pip install -e .)")
+        raise UserError(f"rtune submit ships the checkout's code and conf/, but {root} has no conf/config.yaml: "
+                        "run it from a git clone of rtune (pip install -e .)")
     return root
 
 
@@ -68,8 +68,8 @@ def build_entrypoint(command: List[str], local_storage: Optional[str]) -> List[s
     Without it the job would write into its working_dir copy, which Ray deletes with the job.
     """
     if not command or command[0] not in COMMANDS:
-        raise ConfigError(f"submit needs a command after `--`: python -m rtune submit -- train <overrides> "
-                          f"(got {' '.join(command) or 'nothing'})")
+        raise UserError(f"submit needs a command after `--`: python -m rtune submit -- train <overrides> "
+                        f"(got {' '.join(command) or 'nothing'})")
     overrides = command[1:]
     if local_storage and not any(o.split("=")[0].lstrip("+~") == "storage_path" for o in overrides):
         overrides = [*overrides, f"storage_path={local_storage}"]
@@ -85,7 +85,7 @@ def submission_id(overrides: List[str]) -> str:
 
 def parse_args(argv: List[str]):
     if "--" not in argv:
-        raise ConfigError("usage: python -m rtune submit [--address URL] [--no-wait] -- train <overrides>")
+        raise UserError("usage: python -m rtune submit [--address URL] [--no-wait] -- train <overrides>")
     split = argv.index("--")
     parser = argparse.ArgumentParser(prog="python -m rtune submit", add_help=True)
     parser.add_argument("--address", help=f"Ray Jobs API (dashboard) URL; default $RAY_API_SERVER_ADDRESS or "
@@ -109,10 +109,10 @@ def _client(address: str):
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         # HTTP status codes as whole words: a port such as 44015 holds "401" too
         if re.search(r"\b40[13]\b", text) or "uthenticat" in text:
-            raise ConfigError(f"the Ray cluster at {address} refused the request ({text[:120]}): copy the head "
-                              "node's ~/.ray/auth_token here or set RAY_AUTH_TOKEN") from None
-        raise ConfigError(f"cannot reach the Ray Jobs API at {address} ({text[:160]}): start a cluster with "
-                          "scripts/start_cluster.sh or pass --address http://<head>:8265") from None
+            raise UserError(f"the Ray cluster at {address} refused the request ({text[:120]}): copy the head "
+                            "node's ~/.ray/auth_token here or set RAY_AUTH_TOKEN") from None
+        raise UserError(f"cannot reach the Ray Jobs API at {address} ({text[:160]}): start a cluster with "
+                        "scripts/start_cluster.sh or pass --address http://<head>:8265") from None
 
 
 async def _stream_logs(client, job_id: str) -> None:
@@ -148,7 +148,7 @@ def main(argv: List[str]) -> int:
             break
         except RuntimeError as err:  # a cluster that just started has no job agent registered yet
             if "try again later" not in str(err) or time.monotonic() > deadline:
-                raise ConfigError(f"the Ray Jobs API at {address} refused the job: {str(err).splitlines()[0]}") \
+                raise UserError(f"the Ray Jobs API at {address} refused the job: {str(err).splitlines()[0]}") \
                     from None
             time.sleep(2)
     print(f"[rtune] submitted job {job_id} to {address}: {shlex.join(entrypoint)}", flush=True)

@@ -22,16 +22,16 @@ import torch
 
 from rtune import checkpoint as ckpt
 from rtune.config import RTuneConfig, from_dict, is_uri
-from rtune.data.pipeline import PreparedData, prepare_data
+from rtune.data.pipeline import prepare_data
+from rtune.data.prepared import PreparedData
 from rtune.data.rows import PackedRows, collate
-from rtune.metrics import (METRICS_FILE, ProgressLog, flops_per_token, peak_flops, peak_rss_mb, reset_peak_rss,
-                           rss_mb)
+from rtune.metrics import METRICS_FILE, ProgressLog, flops_per_token, peak_flops, peak_rss_mb, reset_peak_rss, rss_mb
 from rtune.model import build_model, count_parameters, fit_embeddings, load_tokenizer_from
 from rtune.telemetry import RayMetrics
+from rtune.tokens import IGNORE
 from rtune.tracking import Tracker
 from rtune.worker.checkpointing import CheckpointReporter
 from rtune.worker.collectives import all_reduce_sum, gather_objects
-from rtune.worker.lm import IGNORE
 from rtune.worker.objectives import SFT, Objective, make_objective, target_tokens
 from rtune.worker.order import GlobalOrder, seed_micro_batch
 from rtune.worker.reference import make_reference

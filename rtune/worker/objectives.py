@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from rtune.config import ObjectiveConfig
-from rtune.worker.lm import IGNORE
+from rtune.tokens import IGNORE
 
 LossOut = Tuple[torch.Tensor, Dict[str, torch.Tensor]]  # (loss summed over units, metric sums)
 

@@ -386,7 +386,7 @@ def verify_deepspeed_shards(shard_dir: str) -> None:
     Only tensors, containers and the few DeepSpeed/torch types its checkpoints hold are allowed, so
     a planted code payload is refused here before DeepSpeed ever unpickles the file.
     """
-    from rtune.checkpoint import CheckpointError
+    from rtune.errors import UserError
 
     safe = _deepspeed_safe_globals()
     for path in sorted(glob.glob(os.path.join(shard_dir, "**", "*.pt"), recursive=True)):
@@ -394,8 +394,8 @@ def verify_deepspeed_shards(shard_dir: str) -> None:
             with torch.serialization.safe_globals(safe):
                 torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as err:
-            raise CheckpointError(f"refusing DeepSpeed shard {path}: not plain data ({type(err).__name__}: "
-                                  f"{str(err).splitlines()[0][:160]})") from None
+            raise UserError(f"refusing DeepSpeed shard {path}: not plain data ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0][:160]})") from None
 
 
 def _deepspeed_safe_globals() -> list:
