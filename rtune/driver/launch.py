@@ -14,7 +14,9 @@ from typing import Any, Dict, Optional
 from rtune import tracking
 from rtune.config import RTuneConfig, finalize, is_uri, max_workers, to_dict, validate, worker_range
 from rtune.errors import UserError
-from rtune.metrics import METRICS_FILE, DriverProgress, plot_losses
+from rtune.driver.plots import plot_losses
+from rtune.driver.progress import DriverProgress
+from rtune.metrics import METRICS_FILE, read_metrics
 
 SUMMARY_FILE = "summary.json"
 LOSS_PNG = "loss_curve.png"
@@ -255,8 +257,6 @@ def _summarize(cfg: RTuneConfig, result, run_dir: Optional[str], wall_s: float, 
         "wall_s": round(wall_s, 1),
     }
     if run_dir:
-        from rtune.metrics import read_metrics
-
         metrics_path = os.path.join(run_dir, METRICS_FILE)
         if os.path.exists(metrics_path):
             evals = [r["eval_loss"] for r in read_metrics(metrics_path) if r.get("step") == 0 and "eval_loss" in r]

@@ -212,7 +212,8 @@ def _trial_index(result) -> int:
 def _write_run_files(run_dir: str, name: str, summary: Dict[str, Any]) -> None:
     """summary.json and loss_curve.png for a trial the scheduler ended before train() could write them."""
     from rtune.driver.launch import LOSS_PNG, SUMMARY_FILE
-    from rtune.metrics import METRICS_FILE, plot_losses
+    from rtune.driver.plots import plot_losses
+    from rtune.metrics import METRICS_FILE
 
     if not os.path.isdir(run_dir):
         return

@@ -4,19 +4,19 @@
 resume state) -> train (accumulate, clip, step, log, evaluate, checkpoint) -> return rank 0's summary.
 Every rank executes the same sequence of collectives and `ray.train.report` calls, decided only by
 the step number, so no rank ever waits on a barrier the others skip.
+
+Each decision around the step belongs to a small piece with one job: the batch source (`batches.py`) says
+which rows a step trains, the objective (`objectives.py`) what the loss is, the strategy (`strategy.py`) how
+the model is spread over workers, `CheckpointReporter` when and how state is saved, `MetricWindow` and
+`ProgressLog` what is logged, `MemoryProbe` and `DebugHooks` what tests and the summary need.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import resource
-import secrets
-import signal
-import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -24,22 +24,28 @@ from rtune import checkpoint as ckpt
 from rtune.config import RTuneConfig, from_dict, is_uri
 from rtune.data.pipeline import prepare_data
 from rtune.data.prepared import PreparedData
+from rtune.data.ray_engine import localize
 from rtune.data.rows import PackedRows, collate
-from rtune.metrics import METRICS_FILE, ProgressLog, flops_per_token, peak_flops, peak_rss_mb, reset_peak_rss, rss_mb
+from rtune.metrics import METRICS_FILE
 from rtune.model import build_model, count_parameters, fit_embeddings, load_tokenizer_from
 from rtune.telemetry import RayMetrics
 from rtune.tokens import IGNORE
 from rtune.tracking import Tracker
+from rtune.worker.batches import PackedRowsSource
 from rtune.worker.checkpointing import CheckpointReporter
 from rtune.worker.collectives import all_reduce_sum, gather_objects
+from rtune.worker.debug import DebugHooks
 from rtune.worker.objectives import SFT, Objective, make_objective, target_tokens
-from rtune.worker.order import GlobalOrder, seed_micro_batch
+from rtune.worker.order import seed_micro_batch
+from rtune.worker.probes import MemoryProbe
+from rtune.worker.progress import MetricWindow, ProgressLog, flops_per_token, peak_flops
 from rtune.worker.reference import make_reference
-from rtune.worker.strategy import make_strategy
+from rtune.worker.strategy import Strategy, make_strategy
 
 
 def grad_accum_steps(cfg: RTuneConfig, world_size: int) -> int:
-    """Micro-batches per step: from trainer.global_batch_size when set (the preflight checked it divides)."""
+    """Micro-batches per rank per step: from trainer.global_batch_size when set (the preflight checked it
+    divides), so a group of another size trains the same global batch."""
     t = cfg.trainer
     if t.global_batch_size is None:
         return t.grad_accum_steps
@@ -54,20 +60,6 @@ def data_position(state: Dict[str, Any], micro_batch_size: int) -> Dict[str, int
     workers = max(len(state.get("rng", [])), 1)
     position = data["offset"] * micro_batch_size * workers
     return {"epoch": data["epoch"], "position": position, "blocks_seen": position}
-
-
-def _record_rows(run_dir: Optional[str], rank: int, step: int, epoch: int, world_size: int, group: str,
-                 rows: list) -> None:
-    """debug.record_rows: append the rows this rank trained at this step (tests prove the global order).
-
-    group: this worker group's id, so a reader keeps only the newest group's record of a step that a lost
-    group had trained after its last checkpoint."""
-    if run_dir is None:
-        return
-    record = {"step": step, "epoch": epoch, "world_size": world_size, "group": group, "time": time.time(),
-              "rows": rows}
-    with open(os.path.join(run_dir, f"rows_rank{rank}.jsonl"), "a") as f:
-        f.write(json.dumps(record) + "\n")
 
 
 def forward_loss(model, batch: Dict[str, torch.Tensor], objective: Objective, autocast, reference=None,
@@ -110,7 +102,10 @@ def evaluate(model, dataset: PackedRows, micro_batch_size: int, max_batches: Opt
     totals = dict(zip(keys, all_reduce_sum([sums[k] for k in keys], device)))
     model.train(was_training)
     units = max(totals.pop("units"), 1.0)
-    return {f"eval_{k}": v / units for k, v in totals.items()}
+    result = {f"eval_{k}": v / units for k, v in totals.items()}
+    if objective.has_perplexity:
+        result["eval_ppl"] = math.exp(min(result["eval_loss"], 50.0))
+    return result
 
 
 def _disable_dropout(model) -> None:
@@ -136,27 +131,66 @@ def _local_run_dir(cfg: RTuneConfig) -> Optional[str]:
     return None if is_uri(cfg.storage_path) else os.path.join(cfg.storage_path, cfg.run_name)
 
 
-def _maybe_inject_fault(cfg: RTuneConfig, step: int, rank: int, run_dir: Optional[str], checkpointed: bool) -> None:
-    """debug.fail_at_step: SIGKILL this worker once, as a crashed machine would (for tests/drills).
+def _node_data(cfg: RTuneConfig, prepared: PreparedData) -> PreparedData:
+    """The prepared data as this node sees it: the ray engine's shards (in place, or copied once from a URI), or
+    the driver's cache, rebuilt (a cache hit) on a node that does not share the driver's disk."""
+    if cfg.data.engine == "ray":
+        return localize(prepared, cfg)
+    if os.path.exists(prepared.train_path) and os.path.exists(prepared.val_path):
+        return prepared
+    return prepare_data(cfg)[0]
 
-    With async uploads it first waits for this step's checkpoint to be complete on storage, so a drill
-    resumes where it says; with debug.upload_delay_s only for its marker: a worker lost mid-upload."""
-    if cfg.debug.fail_at_step != step or rank != cfg.debug.fail_rank or run_dir is None:
-        return
-    marker = os.path.join(run_dir, f".fault_injected_step{step}_rank{rank}")
-    if os.path.exists(marker):
-        return
-    open(marker, "w").close()
-    if checkpointed and cfg.trainer.checkpoint_upload == "async":
-        step_dir = os.path.join(run_dir, ckpt.dir_name(step))
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if os.path.exists(os.path.join(step_dir, ckpt.MARKER)) if cfg.debug.upload_delay_s else \
-                    ckpt.find_latest(run_dir) == step_dir:
-                break
-            time.sleep(0.05)
-    print(f"[rtune] debug.fail_at_step={step}: killing rank {rank} (pid {os.getpid()})", flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
+
+def _resume_state(cfg: RTuneConfig, run_dir: Optional[str]) -> Tuple[Optional[str], Optional[Dict[str, Any]]]:
+    """(the checkpoint directory to resume from, its trainer state), or (None, None) for a fresh start."""
+    import ray.train
+
+    ray_ckpt = ray.train.get_checkpoint()
+    with (ray_ckpt.as_directory() if ray_ckpt else contextlib.nullcontext()) as ray_ckpt_dir:
+        resume_dir = ckpt.choose_resume_dir(ray_ckpt_dir, run_dir)
+    return resume_dir, ckpt.load_trainer_state(resume_dir) if resume_dir else None
+
+
+def _build_policy(cfg: RTuneConfig, strategy: Strategy, tokenizer, prepared: PreparedData, objective: Objective,
+                  resume_dir: Optional[str]):
+    """Build the model (its weights from the checkpoint being resumed), wrap it with the strategy, and return
+    what LoRA on a model built from config must save with every checkpoint: (module, its pristine weights)."""
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    lora = cfg.peft.method == "lora"
+    # Full weights come straight from the checkpoint; a LoRA run rebuilds its base and loads the adapter.
+    with strategy.model_init():
+        model = build_model(cfg.model, len(tokenizer), tokenizer.eos_token_id,
+                            checkpoint_dir=None if lora else resume_dir)
+        new_token_ids = fit_embeddings(model, len(tokenizer))  # a chat template's tokens, new to a hub model
+    _set_stop_tokens(model, tokenizer, prepared.end_of_turn)
+    if objective.deterministic_forward:
+        _disable_dropout(model)
+    if cfg.trainer.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    # LoRA on a model built from config: the base exists nowhere else, so checkpoints carry a copy of its
+    # pristine weights (taken before peft rewrites the modules) for export and generate.
+    base_model = None
+    if lora and cfg.model.name_or_path is None and strategy.rank == 0:
+        base_model = (model, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    # LoRA (+ the adapter being resumed), then DDP (prepare_model) / FSDP2 / DeepSpeed, optimizer, schedule
+    strategy.setup(model, adapter_dir=resume_dir if lora else None, new_token_ids=new_token_ids)
+    return base_model
+
+
+def _reference(cfg: RTuneConfig, strategy: Strategy, tokenizer, prepared: PreparedData, splits, resume_dir,
+               autocast):
+    """DPO's reference model (see reference.py)."""
+    def build_initial():  # the same seeded build as the policy's, without touching the run's RNG
+        with torch.random.fork_rng(devices=[]), strategy.model_init():
+            torch.manual_seed(cfg.seed)
+            initial = build_model(cfg.model, len(tokenizer), tokenizer.eos_token_id)
+            fit_embeddings(initial, len(tokenizer))
+        _disable_dropout(initial)
+        return initial
+
+    return make_reference(cfg, strategy, prepared, splits, resume_dir, build_initial, strategy.rank,
+                          strategy.world_size, strategy.device, autocast)
 
 
 def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -174,72 +208,29 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         torch.set_num_threads(int(cfg.cpus_per_worker))
     run_dir = _local_run_dir(cfg)
     is_main = rank == 0
-    t.grad_accum_steps = grad_accum_steps(cfg, world_size)  # this group's share of a fixed global batch
+    accum = grad_accum_steps(cfg, world_size)  # this group's share of a fixed global batch
 
     # ---- setup: data (cache hit: the driver prepared it), model, optimizer, resume state ----------
-    prepared = PreparedData(**config["data"])
-    if cfg.data.engine == "ray":  # shared shards: read in place, or copied once to this node from a URI
-        from rtune.data.ray_engine import localize
-
-        prepared = localize(prepared, cfg)
-    elif not (os.path.exists(prepared.train_path) and os.path.exists(prepared.val_path)):
-        prepared, _ = prepare_data(cfg)  # a node that does not share the driver's disk rebuilds its cache
+    prepared = _node_data(cfg, PreparedData(**config["data"]))
     tokenizer = load_tokenizer_from(prepared.tokenizer_dir, trust_remote_code=False)
     train_set = PackedRows(prepared.train_path, tokenizer.pad_token_id)
     val_set = PackedRows(prepared.val_path, tokenizer.pad_token_id)
     objective = make_objective(cfg.objective)
-
-    ray_ckpt = ray.train.get_checkpoint()
-    with (ray_ckpt.as_directory() if ray_ckpt else contextlib.nullcontext()) as ray_ckpt_dir:
-        resume_dir = ckpt.choose_resume_dir(ray_ckpt_dir, run_dir)
-    state = ckpt.load_trainer_state(resume_dir) if resume_dir else None
-    strategy = make_strategy(cfg, rank, world_size, device)
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    # Full weights come straight from the checkpoint; a LoRA run rebuilds its base and loads the adapter.
-    weights_dir = resume_dir if cfg.peft.method == "none" else None
-    with strategy.model_init():
-        model = build_model(cfg.model, len(tokenizer), tokenizer.eos_token_id, checkpoint_dir=weights_dir)
-        new_token_ids = fit_embeddings(model, len(tokenizer))  # a chat template's tokens, new to a hub model
-    _set_stop_tokens(model, tokenizer, prepared.end_of_turn)
-    if objective.name != "sft":  # preference log-ratios compare forward passes: no dropout noise in them (as TRL)
-        _disable_dropout(model)
-    if t.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
-    # LoRA on a model built from config: the base exists nowhere else, so checkpoints carry a copy of its
-    # pristine weights (taken before peft rewrites the modules) for export and generate.
-    base_model = None
-    if cfg.peft.method == "lora" and cfg.model.name_or_path is None and rank == 0:
-        base_model = (model, {k: v.detach().clone() for k, v in model.state_dict().items()})
-    # LoRA (+ the adapter being resumed), then DDP (prepare_model) / FSDP2 / DeepSpeed, optimizer, schedule
-    strategy.setup(model, adapter_dir=resume_dir if cfg.peft.method == "lora" else None,
-                   new_token_ids=new_token_ids)
+    resume_dir, state = _resume_state(cfg, run_dir)
+    strategy = make_strategy(cfg, rank, world_size, device, accum)
+    base_model = _build_policy(cfg, strategy, tokenizer, prepared, objective, resume_dir)
     trainable, total = count_parameters(strategy.raw)
-    # One seeded permutation of the rows per epoch, cut into global batches: the same rows in the same order
-    # whatever the worker count (a resumed run may have another), resumed at the saved global position.
-    rows_per_step = world_size * t.micro_batch_size * t.grad_accum_steps
     step = 0
-    position: Dict[str, int] = {}
     if state is not None:
         strategy.load(resume_dir, state)
         step = state["step"]
-        position = data_position(state, t.micro_batch_size)
-    order = GlobalOrder(len(train_set), cfg.seed, rows_per_step, t.micro_batch_size, **position)
-    group_id = gather_objects(secrets.token_hex(4))[0] if cfg.debug.record_rows else ""  # rank 0's, everywhere
-
+    # One seeded permutation of the rows per epoch, cut into global batches: the same rows in the same order
+    # whatever the worker count (a resumed run may have another), resumed at the saved global position.
+    batches = PackedRowsSource(train_set, cfg.seed, rank, world_size, t.micro_batch_size, accum, device,
+                               position=data_position(state, t.micro_batch_size) if state else None)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
-    reference = None
-    if objective.needs_reference:
-        def build_initial():  # the same seeded build as the policy's, without touching the run's RNG
-            with torch.random.fork_rng(devices=[]), strategy.model_init():
-                torch.manual_seed(cfg.seed)
-                initial = build_model(cfg.model, len(tokenizer), tokenizer.eos_token_id)
-                fit_embeddings(initial, len(tokenizer))
-            _disable_dropout(initial)
-            return initial
-
-        reference = make_reference(cfg, strategy, prepared, {"train": train_set, "val": val_set}, resume_dir,
-                                   build_initial, rank, world_size, device, autocast)
+    reference = _reference(cfg, strategy, tokenizer, prepared, {"train": train_set, "val": val_set}, resume_dir,
+                           autocast) if objective.needs_reference else None
     peak_per_worker, peak_source = peak_flops(device, t.precision, cfg.cpus_per_worker)
     progress = ProgressLog(os.path.join(run_dir, METRICS_FILE) if run_dir else None, step, t.max_steps, is_main,
                            echo=config.get("echo_progress", True),
@@ -248,109 +239,77 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     # Rank 0's trackers; a resumed run (same driver or a re-run) continues the same tracker runs.
     tracker = Tracker(cfg, config["cfg"], run_dir, step, (state or {}).get("tracking"), enabled=is_main,
                       warn=progress.warn)
-    started = f"resuming from {resume_dir} at step {step}" if resume_dir else "starting fresh"
-    starts = progress.event(f"{started}"
-                   f" | {world_size} worker(s) on {device}, {cfg.strategy.name}"
-                   f" | {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)"
-                   f" | {prepared.train_blocks} train rows x {cfg.data.seq_len} tokens ({prepared.packing} packing),"
-                   f" {len(train_set) // rows_per_step} steps per epoch | {rows_per_step} rows"
-                   f" ({rows_per_step * cfg.data.seq_len:,} token slots) per step | MFU peak: {peak_source}"
-                   + "".join(f" | {where}" for where in tracker.locations), step=step, resumed_from=resume_dir)
+    rows_per_step = batches.rows_per_step
+    starts = progress.event(
+        (f"resuming from {resume_dir} at step {step}" if resume_dir else "starting fresh")
+        + f" | {world_size} worker(s) on {device}, {cfg.strategy.name}"
+        f" | {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)"
+        f" | {prepared.train_blocks} train rows x {cfg.data.seq_len} tokens ({prepared.packing} packing),"
+        f" {batches.steps_per_epoch} steps per epoch | {rows_per_step} rows"
+        f" ({rows_per_step * cfg.data.seq_len:,} token slots) per step | MFU peak: {peak_source}"
+        + "".join(f" | {where}" for where in tracker.locations), step=step, resumed_from=resume_dir)
     checkpoints = CheckpointReporter(cfg, strategy, tokenizer, base_model, reference)  # sync or in the background
     ray_metrics = RayMetrics(cfg.run_name, enabled=is_main)  # the dashboard's / Prometheus' view of the run
     ray_metrics.update({"step": step, "restarts": max(starts - 1, 0)})
-    eval_loss: Optional[float] = None
-    window = [0.0] * 5  # loss sum, loss units, non-padding tokens, target tokens, token slots since the last log
-    window_metrics: Dict[str, float] = {}  # the objective's metric sums (DPO rewards) since the last log
-
+    debug = DebugHooks(cfg, rank, world_size, run_dir)
+    window = MetricWindow(device)
     model = strategy.model
-    run_peak_rss_mb = peak_rss_mb()  # so far: imports, model build, wrapping
-    reset_peak_rss()  # from here on: what training itself holds (until the first checkpoint is written)
-    train_peak_rss_mb: Optional[float] = None
-    checkpoint_rss_mb: Dict[str, float] = {}  # the first checkpoint: resident set before it, peak during it
+    memory = MemoryProbe()  # from here on: what training itself holds
+
+    def log(at_step: int, record: Dict[str, Any], window_tokens: int) -> None:
+        logged = progress.log(at_step, record, window_tokens)
+        ray_metrics.update(logged)
+        tracker.log(at_step, logged)
 
     def run_eval() -> Dict[str, float]:
-        result = evaluate(model, val_set, t.micro_batch_size, t.eval_max_batches, rank, world_size, device,
-                          autocast, objective, reference)
-        if objective.name == "sft":  # perplexity is a cross-entropy's, not a preference loss's
-            result["eval_ppl"] = math.exp(min(result["eval_loss"], 50.0))
-        return result
+        return evaluate(model, val_set, t.micro_batch_size, t.eval_max_batches, rank, world_size, device, autocast,
+                        objective, reference)
 
+    eval_loss: Optional[float] = None
     if step == 0:  # the starting point of the eval-loss curve
-        record0 = run_eval()
-        eval_loss = record0["eval_loss"]
-        logged = progress.log(0, record0, 0)
-        ray_metrics.update(logged)
-        tracker.log(0, logged)
+        record = run_eval()
+        eval_loss = record["eval_loss"]
+        log(0, record, 0)
 
     # ---- train ------------------------------------------------------------------------------------
     model.train()
     while step < t.max_steps:
         lr = strategy.lr()
-        mine = order.rank_micro_batches(rank, world_size)
-        micro_batches = [{k: v.to(device, non_blocking=True) for k, v in collate([train_set[i] for i in rows]).items()}
-                         for _, rows in mine]
+        micro_batches = batches.next_step(step)
         # Normalise by the loss units (target tokens) of the whole step on every rank, so each unit weighs
         # the same however samples fall into micro-batches and workers (chat samples vary in length).
-        step_units = all_reduce_sum([sum(objective.count(b) for b in micro_batches)], device)[0]
-        step_loss, step_tokens, step_targets, step_slots = 0.0, 0, 0, 0
-        for micro_step, batch in enumerate(micro_batches):
-            seed_micro_batch(cfg.seed, step, mine[micro_step][0])  # dropout keyed by global position, not rank
-            with strategy.accumulating(is_last_micro_step=micro_step == t.grad_accum_steps - 1):
-                loss_sum, metrics = forward_loss(model, batch, objective, autocast, reference)
+        step_units = all_reduce_sum([sum(objective.count(b.tensors) for b in micro_batches)], device)[0]
+        for i, micro in enumerate(micro_batches):
+            seed_micro_batch(cfg.seed, step, micro.index)  # dropout keyed by global position, not rank
+            with strategy.accumulating(is_last_micro_step=i == len(micro_batches) - 1):
+                loss_sum, metrics = forward_loss(model, micro.tensors, objective, autocast, reference)
                 strategy.backward(loss_sum * (world_size / max(step_units, 1.0)))  # DDP averages over ranks
-            step_loss += loss_sum.item()
-            for key, value in metrics.items():
-                window_metrics[key] = window_metrics.get(key, 0.0) + float(value)
-            step_tokens += int(batch["n_tokens"].sum())
-            step_slots += batch["input_ids"].numel()  # computed positions, padding included
-            step_targets += target_tokens(batch)
+            window.add(micro.tensors, loss_sum.item(), metrics, target_tokens(micro.tensors))
         strategy.step()  # clip, optimizer, schedule
         step += 1
-        if cfg.debug.step_delay_s:
-            time.sleep(cfg.debug.step_delay_s)
-        if cfg.debug.record_rows:
-            _record_rows(run_dir, rank, step, order.epoch, world_size, group_id, [rows for _, rows in mine])
-        window = [window[0] + step_loss, window[1] + step_units / world_size, window[2] + step_tokens,
-                  window[3] + step_targets, window[4] + step_slots]
+        debug.after_step(step, batches.metrics()["epoch"], [micro.rows for micro in micro_batches])
+        step_tokens, step_targets = window.end_step(step_units / world_size)
         progress.step(step, step_tokens * world_size, step_targets * world_size)
 
-        is_last = step == t.max_steps
-        do_checkpoint = is_last or step % t.checkpoint_every_steps == 0
+        do_checkpoint = step == t.max_steps or step % t.checkpoint_every_steps == 0
         do_eval = do_checkpoint or step % t.eval_every_steps == 0  # best-checkpoint ranking needs eval_loss
         record: Dict[str, Any] = {}
         window_tokens = 0
         if step % t.log_every_steps == 0 or do_eval:
-            keys = sorted(window_metrics)
-            totals = all_reduce_sum(window + [window_metrics[k] for k in keys], device)  # sums over ranks
-            loss_sum, units, n_tokens, n_targets, n_slots = totals[:5]
-            record = {"loss": loss_sum / max(units, 1.0), "lr": lr, "tokens": int(n_tokens),
-                      "target_tokens": int(n_targets), "token_slots": int(n_slots),
-                      "blocks_seen": order.blocks_seen, "epoch": order.epoch,
-                      **{k: v / max(units, 1.0) for k, v in zip(keys, totals[5:])}}
-            window_tokens, window, window_metrics = int(n_tokens), [0.0] * 5, {}
+            record, window_tokens = window.record(lr, batches.metrics())
         if do_eval:
             with progress.paused():  # eval and checkpoint time is not training throughput
                 record.update(run_eval())
                 eval_loss = record["eval_loss"]
         if record:  # logged before the checkpoint exists, so a resumed run's record has no gaps
-            logged = progress.log(step, record, window_tokens)
-            ray_metrics.update(logged)
-            tracker.log(step, logged)
-        first_checkpoint = do_checkpoint and train_peak_rss_mb is None
-        if first_checkpoint:
-            train_peak_rss_mb, rss_before_checkpoint_mb = peak_rss_mb(), rss_mb()
-            reset_peak_rss()
-        if do_eval:
-            with progress.paused():
-                checkpoints.report(step, record, do_checkpoint, order.state(), tracker.run_ids())
-        if first_checkpoint:  # with sync upload, the whole write; with async, what the training thread does
-            checkpoint_rss_mb = {"before": rss_before_checkpoint_mb, "peak": peak_rss_mb()}
-        _maybe_inject_fault(cfg, step, rank, run_dir, do_checkpoint)
+            log(step, record, window_tokens)
+        with memory.around_report(do_checkpoint), progress.paused():
+            if do_eval:
+                checkpoints.report(step, record, do_checkpoint, batches.state(), tracker.run_ids())
+        debug.after_report(step, do_checkpoint)
 
     # ---- summary: rank 0's return value becomes Result.return_value on the driver ------------------
-    peaks = gather_objects({"train": train_peak_rss_mb or peak_rss_mb(), "checkpoint": checkpoint_rss_mb,
-                             "run": max(run_peak_rss_mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)})
+    peaks = gather_objects(memory.summary())
     if not is_main:
         return None
     tracker.close()
@@ -361,4 +320,3 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             "train_peak_rss_mb_per_worker": [p["train"] for p in peaks],
             "checkpoint_rss_mb_per_worker": [p["checkpoint"] for p in peaks],
             "peak_rss_mb_per_worker": [p["run"] for p in peaks]}
-

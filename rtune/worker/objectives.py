@@ -42,12 +42,17 @@ class Objective:
     """count(batch) -> units in the batch; loss(logprobs, batch) -> (loss sum, {metric: sum over units}).
 
     needs_reference: the loss reads `batch["reference"]`, the reference model's PairLogps.
+    deterministic_forward: the loss compares forward passes (log-ratios of chosen and rejected replies), so
+        the model runs without dropout, as TRL does: dropout noise would enter the comparison.
+    has_perplexity: the loss is a cross-entropy per token, so exp(eval loss) is a perplexity worth logging.
     """
 
     name: str
     count: Callable[[Dict[str, torch.Tensor]], int]
     loss: Callable[[torch.Tensor, Dict[str, torch.Tensor]], LossOut]
     needs_reference: bool = False
+    deterministic_forward: bool = False
+    has_perplexity: bool = False
 
 
 def target_tokens(batch: Dict[str, torch.Tensor]) -> int:
@@ -60,7 +65,7 @@ def sft_loss(logprobs: torch.Tensor, batch: Dict[str, torch.Tensor]) -> LossOut:
     return -logprobs.sum(), {}
 
 
-SFT = Objective("sft", target_tokens, sft_loss)
+SFT = Objective("sft", target_tokens, sft_loss, has_perplexity=True)
 
 
 class PairLogps(NamedTuple):
@@ -125,7 +130,7 @@ def dpo(cfg: ObjectiveConfig) -> Objective:
                                   cfg.beta * (policy.rejected - reference.rejected))
         return losses.sum(), rewards
 
-    return Objective("dpo", pairs_in, loss, needs_reference=True)
+    return Objective("dpo", pairs_in, loss, needs_reference=True, deterministic_forward=True)
 
 
 def orpo(cfg: ObjectiveConfig) -> Objective:
@@ -139,7 +144,7 @@ def orpo(cfg: ObjectiveConfig) -> Objective:
         losses = -chosen + cfg.orpo_lambda * -F.logsigmoid(log_odds)
         return losses.sum(), _reward_metrics(cfg.orpo_lambda * chosen, cfg.orpo_lambda * rejected)
 
-    return Objective("orpo", pairs_in, loss)
+    return Objective("orpo", pairs_in, loss, deterministic_forward=True)
 
 
 def simpo(cfg: ObjectiveConfig) -> Objective:
@@ -150,7 +155,7 @@ def simpo(cfg: ObjectiveConfig) -> Objective:
             losses = losses - cfg.sft_weight * chosen
         return losses.sum(), _reward_metrics(cfg.beta * chosen, cfg.beta * rejected)
 
-    return Objective("simpo", pairs_in, loss)
+    return Objective("simpo", pairs_in, loss, deterministic_forward=True)
 
 
 def make_objective(cfg: ObjectiveConfig) -> Objective:

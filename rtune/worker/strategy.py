@@ -77,8 +77,9 @@ def _cpu_copy(tree, memo: Optional[Dict[tuple, torch.Tensor]] = None,
 class Strategy:
     """DDP (Ray's prepare_model) and the shared plumbing; subclasses change what differs."""
 
-    def __init__(self, cfg: RTuneConfig, rank: int, world_size: int, device: torch.device):
+    def __init__(self, cfg: RTuneConfig, rank: int, world_size: int, device: torch.device, grad_accum_steps: int):
         self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, device
+        self.grad_accum_steps = grad_accum_steps  # micro-batches per rank per step (DeepSpeed's config needs it)
         self.lora = cfg.peft.method == "lora"
         self.model = None  # what the loop calls forward on: the wrapped TokenLogprobs
         self.raw = None  # the HF (or peft) model underneath any wrapper
@@ -300,8 +301,8 @@ class DeepSpeedStrategy(Strategy):
             zero["offload_optimizer"] = {"device": "cpu", "pin_memory": self.device.type == "cuda"}
         config = {
             "train_micro_batch_size_per_gpu": t.micro_batch_size,
-            "gradient_accumulation_steps": t.grad_accum_steps,
-            "train_batch_size": t.micro_batch_size * t.grad_accum_steps * self.world_size,
+            "gradient_accumulation_steps": self.grad_accum_steps,
+            "train_batch_size": t.micro_batch_size * self.grad_accum_steps * self.world_size,
             "bf16": {"enabled": t.precision == "bf16"},
             "zero_optimization": zero,
             "zero_allow_untested_optimizer": True,
@@ -413,7 +414,9 @@ def _deepspeed_safe_globals() -> list:
     return allowed
 
 
-def make_strategy(cfg: RTuneConfig, rank: int, world_size: int, device: torch.device) -> Strategy:
+def make_strategy(cfg: RTuneConfig, rank: int, world_size: int, device: torch.device, grad_accum_steps: int
+                  ) -> Strategy:
+    """The strategy `strategy.name` names, for this rank of a group of world_size."""
     kinds = {"ddp": Strategy, "fsdp": FSDPStrategy, "deepspeed": DeepSpeedStrategy}
-    return kinds[cfg.strategy.name](cfg, rank, world_size, device)
+    return kinds[cfg.strategy.name](cfg, rank, world_size, device, grad_accum_steps)
 
