@@ -10,16 +10,37 @@ config as a plain dict (`to_dict`) and rebuild the dataclasses with `from_dict`.
 from __future__ import annotations
 
 import math
-import os
 import re
-import secrets
-import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import OmegaConf
 
 from rtune.errors import UserError
+
+
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
+PRECISIONS = ("fp32", "bf16")
+FORMATS = ("text", "chat", "instruction", "prompt_completion", "preference")
+TRAIN_ON = ("assistant", "last_assistant", "all")
+PACKINGS = ("concat", "isolated", "none")
+ENGINES = ("datasets", "ray")
+TRUNCATIONS = ("drop", "truncate")
+OBJECTIVES = ("sft", "dpo", "orpo", "simpo")
+LOSS_TYPES = ("sigmoid", "ipo", "hinge")
+TRACKERS = ("tensorboard", "mlflow", "wandb")
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+def _one_of(key: str, value: Any, choices: Tuple[str, ...], words: Optional[str] = None, suffix: str = "") -> None:
+    if value not in choices:
+        raise UserError(f"{key} must be {words or 'one of ' + ', '.join(choices)}, got {value!r}{suffix}")
+
+
+def _at_least_one(values: Dict[str, int]) -> None:
+    for key, value in values.items():
+        if value < 1:
+            raise UserError(f"{key} must be at least 1, got {value}: set {key}=1 or more")
 
 
 @dataclass
@@ -52,6 +73,15 @@ class ModelConfig:
     attn_implementation: Optional[str] = None
     suggested_lr: float = 1e-3
     suggested_lora_lr: float = 1e-2
+
+    def check(self) -> None:
+        if self.name_or_path is None and not self.from_config.get("model_type"):
+            raise UserError("set model.name_or_path (hub id or local dir) or model.from_config.model_type")
+        _at_least_one({"model.tokenizer_vocab_size": self.tokenizer_vocab_size})
+        for key in ("suggested_lr", "suggested_lora_lr"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise UserError(f"model.{key} must be positive, got {value}")
 
 
 @dataclass
@@ -112,6 +142,21 @@ class DataConfig:
     engine: str = "datasets"
     cache_uri: Optional[str] = None
 
+    def check(self) -> None:
+        for key, value, choices in (("data.format", self.format, FORMATS), ("data.train_on", self.train_on, TRAIN_ON),
+                                    ("data.truncation", self.truncation, TRUNCATIONS)):
+            _one_of(key, value, choices)
+        if self.packing is not None and self.packing not in PACKINGS:
+            raise UserError(f"data.packing must be one of {', '.join(PACKINGS)} (or null: the format's default), "
+                            f"got {self.packing!r}")
+        if self.seq_len < 8:
+            raise UserError(f"data.seq_len must be at least 8, got {self.seq_len}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise UserError(f"data.val_fraction must be between 0 and 1, got {self.val_fraction}")
+        _one_of("data.engine", self.engine, ENGINES)
+        if self.max_documents is not None and self.max_documents < 2:
+            raise UserError("data.max_documents must be at least 2 (one to train on, one to validate)")
+
 
 @dataclass
 class TrainerConfig:
@@ -164,6 +209,24 @@ class TrainerConfig:
     logits_chunk_tokens: Optional[int] = None
     skip_fit_check: bool = False
 
+    def check(self) -> None:
+        _at_least_one({f"trainer.{k}": getattr(self, k) for k in (
+            "max_steps", "micro_batch_size", "grad_accum_steps", "eval_every_steps", "checkpoint_every_steps",
+            "log_every_steps", "keep_checkpoints")})
+        if self.logits_chunk_tokens is not None and self.logits_chunk_tokens < 1:
+            raise UserError(f"trainer.logits_chunk_tokens must be at least 1 (or null: automatic), got "
+                            f"{self.logits_chunk_tokens}")
+        _one_of("trainer.checkpoint_upload", self.checkpoint_upload, ("sync", "async"), "sync or async")
+        _one_of("trainer.precision", self.precision, PRECISIONS)
+        if self.max_failures < 0 or self.max_grad_norm < 0:
+            raise UserError("optim.warmup_steps, trainer.max_failures and trainer.max_grad_norm must be >= 0")
+        if self.global_batch_size is not None:
+            if self.global_batch_size < 1:
+                raise UserError(f"trainer.global_batch_size must be at least 1 (or null), got {self.global_batch_size}")
+            if self.grad_accum_steps != 1:
+                raise UserError(f"set trainer.global_batch_size or trainer.grad_accum_steps, not both: accumulation is "
+                                f"derived from the global batch (trainer.grad_accum_steps={self.grad_accum_steps})")
+
 
 @dataclass
 class OptimConfig:
@@ -190,6 +253,15 @@ class OptimConfig:
     schedule: str = "cosine"
     min_lr_ratio: float = 0.1
 
+    def check(self) -> None:
+        _one_of("optim.schedule", self.schedule, SCHEDULES)
+        if self.lr is not None and self.lr <= 0:
+            raise UserError(f"optim.lr must be positive, got {self.lr}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise UserError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.warmup_steps < 0:
+            raise UserError("optim.warmup_steps, trainer.max_failures and trainer.max_grad_norm must be >= 0")
+
 
 @dataclass
 class PeftConfig:
@@ -211,6 +283,17 @@ class PeftConfig:
     dropout: float = 0.05
     target_modules: Any = None  # a list of names, or the string "all-linear"
 
+    def check(self) -> None:
+        if self.method not in ("none", "lora"):
+            raise UserError(f"peft.method must be none or lora, got {self.method!r} (peft=lora picks the LoRA preset)")
+        if self.method == "lora" and (self.r < 1 or self.alpha < 1 or not 0 <= self.dropout < 1):
+            raise UserError("peft.r and peft.alpha must be at least 1 and peft.dropout in [0, 1)")
+        targets = self.target_modules
+        if not (targets is None or targets == "all-linear"
+                or (isinstance(targets, (list, tuple)) and targets and all(isinstance(t, str) for t in targets))):
+            raise UserError(f"peft.target_modules must be a list of module names, all-linear, or null (the "
+                            f"architecture's default), got {targets!r}")
+
 
 @dataclass
 class StrategyConfig:
@@ -231,6 +314,18 @@ class StrategyConfig:
     zero_stage: int = 2
     offload_optimizer: str = "none"
     fsdp_state: str = "sharded"
+
+    def check(self) -> None:
+        if self.name not in ("ddp", "fsdp", "deepspeed"):
+            raise UserError(f"strategy.name must be ddp, fsdp or deepspeed, got {self.name!r} (strategy=<name>)")
+        if self.zero_stage not in (1, 2, 3):
+            raise UserError(f"strategy.zero_stage must be 1, 2 or 3, got {self.zero_stage}")
+        if self.offload_optimizer not in ("none", "cpu"):
+            raise UserError(f"strategy.offload_optimizer must be none or cpu, got {self.offload_optimizer!r}")
+        if self.offload_optimizer == "cpu" and self.name != "deepspeed":
+            raise UserError("strategy.offload_optimizer=cpu needs strategy=deepspeed")
+        if self.fsdp_state not in ("sharded", "full"):
+            raise UserError(f"strategy.fsdp_state must be sharded or full, got {self.fsdp_state!r}")
 
 
 @dataclass
@@ -255,6 +350,11 @@ class DebugConfig:
     record_rows: bool = False
     upload_delay_s: float = 0.0
     step_delay_s: float = 0.0
+
+    def check(self) -> None:
+        for key in ("upload_delay_s", "step_delay_s"):
+            if getattr(self, key) < 0:
+                raise UserError(f"debug.{key} must be >= 0 seconds, got {getattr(self, key)}")
 
 
 @dataclass
@@ -284,6 +384,16 @@ class ObjectiveConfig:
     orpo_lambda: float = 0.1
     reference: str = "precompute"
 
+    def check(self) -> None:
+        _one_of("objective.name", self.name, OBJECTIVES, suffix=" (objective=<name>)")
+        _one_of("objective.loss_type", self.loss_type, LOSS_TYPES)
+        _one_of("objective.reference", self.reference, ("precompute", "live"), "precompute or live")
+        if self.beta <= 0 or self.orpo_lambda < 0 or self.sft_weight < 0:
+            raise UserError(f"objective.beta must be positive (got {self.beta}) and objective.orpo_lambda and "
+                            f"objective.sft_weight at least 0")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise UserError(f"objective.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+
 
 @dataclass
 class TrackingConfig:
@@ -304,6 +414,15 @@ class TrackingConfig:
     mlflow_uri: Optional[str] = None
     wandb_mode: Optional[str] = None
     log_model: bool = False
+
+    def check(self) -> None:
+        unknown = [b for b in self.backends if b not in TRACKERS]
+        if unknown or len(set(self.backends)) != len(self.backends):
+            raise UserError(f"tracking.backends must be a list of distinct trackers from {', '.join(TRACKERS)} (or "
+                            f"[]), got {list(self.backends)}: e.g. tracking.backends=[tensorboard,mlflow]")
+        if self.wandb_mode not in (None, "online", "offline"):
+            raise UserError(f"tracking.wandb_mode must be online or offline (or null: $WANDB_MODE), got "
+                            f"{self.wandb_mode!r}")
 
 
 @dataclass
@@ -384,25 +503,26 @@ class RTuneConfig:
     sweep_name: Optional[str] = None
     gpu_memory_gb: Optional[float] = None
 
+    def check(self) -> None:
+        """This section's own keys (the run's top level)."""
+        lo, hi = worker_range(self)
+        if lo > hi:
+            raise UserError(f"num_workers=[{lo},{hi}]: the minimum comes first, e.g. num_workers=[{hi},{lo}]")
+        _at_least_one({"num_workers": lo})
+        cpus = self.cpus_per_worker
+        if cpus != "auto" and (isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1):
+            raise UserError(f"cpus_per_worker must be a whole number of cores (at least 1) or auto, got {cpus!r}")
+        for key in ("run_name", "sweep_name"):
+            value = getattr(self, key)
+            if value is not None and not RUN_NAME.match(value):
+                raise UserError(f"{key} {value!r} may hold only letters, digits and . _ = , + -")
+
 
 def register_schema() -> None:
     """Register the schema with Hydra so `conf/config.yaml` can list `rtune_schema` first."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="rtune_schema", node=RTuneConfig)
-
-
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
-_PRECISIONS = ("fp32", "bf16")
-FORMATS = ("text", "chat", "instruction", "prompt_completion", "preference")
-TRAIN_ON = ("assistant", "last_assistant", "all")
-PACKINGS = ("concat", "isolated", "none")
-ENGINES = ("datasets", "ray")
-TRUNCATIONS = ("drop", "truncate")
-OBJECTIVES = ("sft", "dpo", "orpo", "simpo")
-LOSS_TYPES = ("sigmoid", "ipo", "hinge")
-TRACKERS = ("tensorboard", "mlflow", "wandb")
-_SCHEDULES = ("cosine", "linear", "constant")
 
 
 def is_uri(path: str) -> bool:
@@ -426,115 +546,20 @@ def max_workers(cfg: RTuneConfig) -> int:
     return worker_range(cfg)[1]
 
 
-def _check_global_batch(cfg: RTuneConfig) -> None:
-    t = cfg.trainer
-    gbs, micro = t.global_batch_size, t.micro_batch_size
-    if gbs is None:
-        return
-    if gbs < 1:
-        raise UserError(f"trainer.global_batch_size must be at least 1 (or null), got {gbs}")
-    if t.grad_accum_steps != 1:
-        raise UserError(f"set trainer.global_batch_size or trainer.grad_accum_steps, not both: accumulation is "
-                        f"derived from the global batch (trainer.grad_accum_steps={t.grad_accum_steps})")
-    lo, hi = worker_range(cfg)
-    counts = range(lo, hi + 1)
-    if all(gbs % (w * micro) == 0 for w in counts):
-        return
-    unit = math.lcm(*(w * micro for w in counts))
-    near = max(unit, round(gbs / unit) * unit)
-    micros = [m for m in range(1, micro + 1) if all(gbs % (w * m) == 0 for w in counts)]
-    workers = f"num_workers={lo}" if lo == hi else f"every worker count in num_workers=[{lo},{hi}]"
-    raise UserError(f"trainer.global_batch_size={gbs} must be a multiple of num_workers x trainer.micro_batch_size "
-                    f"for {workers}: use trainer.global_batch_size={near} (a multiple of {unit})"
-                    + (f" or trainer.micro_batch_size={micros[-1]}" if micros else ""))
-
-
 def validate(cfg: RTuneConfig) -> None:
-    """Check what types cannot: ranges, choices, divisibility. Raises UserError naming the fix."""
-    t, d, o = cfg.trainer, cfg.data, cfg.optim
-    lo_workers, hi_workers = worker_range(cfg)
-    if lo_workers > hi_workers:
-        raise UserError(f"num_workers=[{lo_workers},{hi_workers}]: the minimum comes first, e.g. "
-                        f"num_workers=[{hi_workers},{lo_workers}]")
-    positive = {
-        "num_workers": lo_workers,
-        "trainer.max_steps": t.max_steps, "trainer.micro_batch_size": t.micro_batch_size,
-        "trainer.grad_accum_steps": t.grad_accum_steps, "trainer.eval_every_steps": t.eval_every_steps,
-        "trainer.checkpoint_every_steps": t.checkpoint_every_steps,
-        "trainer.log_every_steps": t.log_every_steps, "trainer.keep_checkpoints": t.keep_checkpoints,
-        "model.tokenizer_vocab_size": cfg.model.tokenizer_vocab_size,
-    }
-    cpus = cfg.cpus_per_worker
-    if cpus != "auto" and (isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1):
-        raise UserError(f"cpus_per_worker must be a whole number of cores (at least 1) or auto, got {cpus!r}")
-    for key, value in positive.items():
-        if value < 1:
-            raise UserError(f"{key} must be at least 1, got {value}: set {key}=1 or more")
-    for key, value, choices in (("data.format", d.format, FORMATS), ("data.train_on", d.train_on, TRAIN_ON),
-                                ("data.truncation", d.truncation, TRUNCATIONS)):
-        if value not in choices:
-            raise UserError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
-    if d.packing is not None and d.packing not in PACKINGS:
-        raise UserError(f"data.packing must be one of {', '.join(PACKINGS)} (or null: the format's default), "
-                        f"got {d.packing!r}")
-    if t.logits_chunk_tokens is not None and t.logits_chunk_tokens < 1:
-        raise UserError(f"trainer.logits_chunk_tokens must be at least 1 (or null: automatic), got "
-                        f"{t.logits_chunk_tokens}")
-    if d.seq_len < 8:
-        raise UserError(f"data.seq_len must be at least 8, got {d.seq_len}")
-    if not 0.0 < d.val_fraction < 1.0:
-        raise UserError(f"data.val_fraction must be between 0 and 1, got {d.val_fraction}")
-    if d.engine not in ENGINES:
-        raise UserError(f"data.engine must be one of {', '.join(ENGINES)}, got {d.engine!r}")
-    if d.max_documents is not None and d.max_documents < 2:
-        raise UserError("data.max_documents must be at least 2 (one to train on, one to validate)")
-    if cfg.strategy.fsdp_state not in ("sharded", "full"):
-        raise UserError(f"strategy.fsdp_state must be sharded or full, got {cfg.strategy.fsdp_state!r}")
-    if t.checkpoint_upload not in ("sync", "async"):
-        raise UserError(f"trainer.checkpoint_upload must be sync or async, got {t.checkpoint_upload!r}")
-    if t.precision not in _PRECISIONS:
-        raise UserError(f"trainer.precision must be one of {', '.join(_PRECISIONS)}, got {t.precision!r}")
-    if o.schedule not in _SCHEDULES:
-        raise UserError(f"optim.schedule must be one of {', '.join(_SCHEDULES)}, got {o.schedule!r}")
-    for key, value in (("optim.lr", o.lr), ("model.suggested_lr", cfg.model.suggested_lr),
-                       ("model.suggested_lora_lr", cfg.model.suggested_lora_lr)):
-        if value is not None and value <= 0:
-            raise UserError(f"{key} must be positive, got {value}")
-    if not 0 <= o.min_lr_ratio <= 1:
-        raise UserError(f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}")
-    if o.warmup_steps < 0 or t.max_failures < 0 or t.max_grad_norm < 0:
-        raise UserError("optim.warmup_steps, trainer.max_failures and trainer.max_grad_norm must be >= 0")
-    if cfg.model.name_or_path is None and not cfg.model.from_config.get("model_type"):
-        raise UserError("set model.name_or_path (hub id or local dir) or model.from_config.model_type")
-    for key in ("run_name", "sweep_name"):
-        value = getattr(cfg, key)
-        if value is not None and not _RUN_NAME.match(value):
-            raise UserError(f"{key} {value!r} may hold only letters, digits and . _ = , + -")
-    p, s = cfg.peft, cfg.strategy
-    if p.method not in ("none", "lora"):
-        raise UserError(f"peft.method must be none or lora, got {p.method!r} (peft=lora picks the LoRA preset)")
-    if p.method == "lora" and (p.r < 1 or p.alpha < 1 or not 0 <= p.dropout < 1):
-        raise UserError("peft.r and peft.alpha must be at least 1 and peft.dropout in [0, 1)")
-    if s.name not in ("ddp", "fsdp", "deepspeed"):
-        raise UserError(f"strategy.name must be ddp, fsdp or deepspeed, got {s.name!r} (strategy=<name>)")
-    if s.zero_stage not in (1, 2, 3):
-        raise UserError(f"strategy.zero_stage must be 1, 2 or 3, got {s.zero_stage}")
-    if s.offload_optimizer not in ("none", "cpu"):
-        raise UserError(f"strategy.offload_optimizer must be none or cpu, got {s.offload_optimizer!r}")
-    if s.offload_optimizer == "cpu" and s.name != "deepspeed":
-        raise UserError("strategy.offload_optimizer=cpu needs strategy=deepspeed")
-    ob = cfg.objective
-    if ob.name not in OBJECTIVES:
-        raise UserError(f"objective.name must be one of {', '.join(OBJECTIVES)}, got {ob.name!r} (objective=<name>)")
-    if ob.loss_type not in LOSS_TYPES:
-        raise UserError(f"objective.loss_type must be one of {', '.join(LOSS_TYPES)}, got {ob.loss_type!r}")
-    if ob.reference not in ("precompute", "live"):
-        raise UserError(f"objective.reference must be precompute or live, got {ob.reference!r}")
-    if ob.beta <= 0 or ob.orpo_lambda < 0 or ob.sft_weight < 0:
-        raise UserError(f"objective.beta must be positive (got {ob.beta}) and objective.orpo_lambda and "
-                        f"objective.sft_weight at least 0")
-    if not 0 <= ob.label_smoothing < 0.5:
-        raise UserError(f"objective.label_smoothing must be in [0, 0.5), got {ob.label_smoothing}")
+    """Check what types cannot, on the driver before anything starts: each section its own keys (`check()` beside
+    its fields), then the rules that span sections. Raises UserError naming the fix."""
+    cfg.check()
+    for section in (cfg.model, cfg.data, cfg.trainer, cfg.optim, cfg.peft, cfg.strategy, cfg.debug, cfg.objective,
+                    cfg.tracking):
+        section.check()
+    _rules_across_sections(cfg)
+
+
+def _rules_across_sections(cfg: RTuneConfig) -> None:
+    """Settings of one section that another section's settings rule out."""
+    d, ob, t = cfg.data, cfg.objective, cfg.trainer
+    lo, hi = worker_range(cfg)
     preference_objective = ob.name != "sft"
     if preference_objective and d.format != "preference":
         raise UserError(f"objective={ob.name} learns from preference pairs, but data.format={d.format}: use "
@@ -547,62 +572,33 @@ def validate(cfg: RTuneConfig) -> None:
     if d.format == "preference" and (d.packing or "isolated") != "isolated":
         raise UserError("preference pairs need data.packing=isolated (or null): chosen and rejected share a row "
                         "without seeing each other")
-    targets = p.target_modules
-    if not (targets is None or targets == "all-linear"
-            or (isinstance(targets, (list, tuple)) and targets and all(isinstance(t, str) for t in targets))):
-        raise UserError(f"peft.target_modules must be a list of module names, all-linear, or null (the "
-                        f"architecture's default), got {targets!r}")
-    tr = cfg.tracking
-    unknown = [b for b in tr.backends if b not in TRACKERS]
-    if unknown or len(set(tr.backends)) != len(tr.backends):
-        raise UserError(f"tracking.backends must be a list of distinct trackers from {', '.join(TRACKERS)} (or []), "
-                        f"got {list(tr.backends)}: e.g. tracking.backends=[tensorboard,mlflow]")
-    if tr.wandb_mode not in (None, "online", "offline"):
-        raise UserError(f"tracking.wandb_mode must be online or offline (or null: $WANDB_MODE), got "
-                        f"{tr.wandb_mode!r}")
-    if cfg.debug.fail_at_step is not None and not 0 <= cfg.debug.fail_rank < hi_workers:
-        raise UserError(f"debug.fail_rank must be in [0, {hi_workers - 1}]")
-    for key in ("upload_delay_s", "step_delay_s"):
-        if getattr(cfg.debug, key) < 0:
-            raise UserError(f"debug.{key} must be >= 0 seconds, got {getattr(cfg.debug, key)}")
-    if lo_workers != hi_workers and s.name == "deepspeed":
+    if cfg.debug.fail_at_step is not None and not 0 <= cfg.debug.fail_rank < hi:
+        raise UserError(f"debug.fail_rank must be in [0, {hi - 1}]")
+    if lo != hi and cfg.strategy.name == "deepspeed":
         raise UserError("an elastic group (num_workers=[min,max]) needs strategy=ddp or strategy=fsdp: DeepSpeed "
                         "ZeRO checkpoints are partitioned per worker and resume only with the same count")
-    if lo_workers != hi_workers and t.max_failures < 1:
-        raise UserError(f"num_workers=[{lo_workers},{hi_workers}] resizes the group after a failure: set "
+    if lo != hi and t.max_failures < 1:
+        raise UserError(f"num_workers=[{lo},{hi}] resizes the group after a failure: set "
                         "trainer.max_failures=1 or more (e.g. trainer.max_failures=3)")
     _check_global_batch(cfg)
 
 
-def default_run_name(cfg: RTuneConfig) -> str:
-    """A fresh name per invocation, so a plain re-run never resumes by accident."""
-    model = (cfg.model.name_or_path or cfg.model.from_config.get("model_type", "model")).rstrip("/")
-    model = re.sub(r"[^A-Za-z0-9._-]+", "-", os.path.basename(model))
-    return f"{model}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-
-
-def finalize(cfg: RTuneConfig) -> RTuneConfig:
-    """Resolve on the driver what workers must not decide: absolute paths, the run name, the learning rate.
-
-    Ray workers run in their own working directory, so every local path becomes absolute here.
-    """
-    if cfg.run_name is None:
-        cfg.run_name = default_run_name(cfg)
-    if cfg.optim.lr is None:
-        cfg.optim.lr = cfg.model.suggested_lora_lr if cfg.peft.method == "lora" else cfg.model.suggested_lr
-    if not is_uri(cfg.storage_path):
-        cfg.storage_path = os.path.abspath(os.path.expanduser(cfg.storage_path))
-    cfg.data.cache_dir = os.path.abspath(os.path.expanduser(os.environ.get("RTUNE_CACHE_DIR", cfg.data.cache_dir)))
-    if cfg.data.engine == "ray":  # shared by every node: under the run storage unless named
-        uri = cfg.data.cache_uri or f"{cfg.storage_path.rstrip('/')}/data_cache"
-        cfg.data.cache_uri = uri if is_uri(uri) else os.path.abspath(os.path.expanduser(uri))
-    for owner, key in ((cfg.data, "path"), (cfg.model, "name_or_path"), (cfg.model, "tokenizer")):
-        value = getattr(owner, key)
-        if value and not value.startswith("package:") and not is_uri(value):
-            parts = [os.path.expanduser(p.strip()) for p in value.split(",")]
-            if all(os.path.exists(p) for p in parts):
-                setattr(owner, key, ",".join(os.path.abspath(p) for p in parts))
-    return cfg
+def _check_global_batch(cfg: RTuneConfig) -> None:
+    """trainer.global_batch_size splits evenly over every worker count the group may have."""
+    gbs, micro = cfg.trainer.global_batch_size, cfg.trainer.micro_batch_size
+    if gbs is None:
+        return
+    lo, hi = worker_range(cfg)
+    counts = range(lo, hi + 1)
+    if all(gbs % (w * micro) == 0 for w in counts):
+        return
+    unit = math.lcm(*(w * micro for w in counts))
+    near = max(unit, round(gbs / unit) * unit)
+    micros = [m for m in range(1, micro + 1) if all(gbs % (w * m) == 0 for w in counts)]
+    workers = f"num_workers={lo}" if lo == hi else f"every worker count in num_workers=[{lo},{hi}]"
+    raise UserError(f"trainer.global_batch_size={gbs} must be a multiple of num_workers x trainer.micro_batch_size "
+                    f"for {workers}: use trainer.global_batch_size={near} (a multiple of {unit})"
+                    + (f" or trainer.micro_batch_size={micros[-1]}" if micros else ""))
 
 
 def to_dict(cfg: RTuneConfig) -> Dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Tuple
 
 from rtune.config import RTuneConfig, max_workers, worker_range
 from rtune.errors import UserError
+from rtune.model import adaptable_modules, apply_lora, lora_targets
 from rtune.tokens import chunk_tokens_for
 
 GB = 1024 ** 3
@@ -67,8 +68,6 @@ def _trace_saved_bytes(cfg: RTuneConfig, model_config, layers: int, gradient_che
     import torch
     import transformers.masking_utils as masking
     from transformers import AutoModelForCausalLM
-
-    from rtune.model import apply_lora
 
     config = copy.deepcopy(model_config)
     for key in ("num_hidden_layers", "n_layer"):
@@ -122,8 +121,6 @@ def model_shape(cfg: RTuneConfig, model_config) -> Shape:
     """Parameter counts from a meta-device copy of the model (no weights are created or downloaded)."""
     import torch
     from transformers import AutoModelForCausalLM
-
-    from rtune.model import adaptable_modules, lora_targets
 
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(model_config, trust_remote_code=cfg.model.trust_remote_code)

@@ -34,7 +34,7 @@ def ray_cluster():
     """One local Ray for all integration tests (start-up costs ~10 s; each fit() reuses it)."""
     import ray
 
-    from rtune.driver.launch import init_local_ray
+    from rtune.driver.cluster import init_local_ray
 
     init_local_ray(num_cpus=2)
     yield

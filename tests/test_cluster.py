@@ -1,6 +1,6 @@
-"""A real Ray head started by scripts/start_cluster.sh (dashboard on 127.0.0.1), a worker node joined
+"""A real Ray head started by scripts/cluster/start_cluster.sh (dashboard on 127.0.0.1), a worker node joined
 to it, runs submitted with `python -m rtune submit` and with plain `ray job submit`, and
-scripts/stop_cluster.sh stopping exactly what it started."""
+scripts/cluster/stop_cluster.sh stopping exactly what it started."""
 
 from __future__ import annotations
 
@@ -68,21 +68,22 @@ def head(tmp_path_factory, ray_cluster):
     # The worker node keeps a cache of its own (data.engine=ray copies shards there, never reads the head's).
     worker_env = {**env, "RTUNE_CLUSTER_DIR": str(state / "worker"), "RTUNE_CACHE_DIR": str(state / "worker-cache"),
                   "RTUNE_RAY_TEMP_DIR": f"/tmp/rt-{port}-w"}
-    started = subprocess.run(["bash", "scripts/start_cluster.sh", "--port", str(port), "--dashboard-port",
+    started = subprocess.run(["bash", "scripts/cluster/start_cluster.sh", "--port", str(port), "--dashboard-port",
                               str(dashboard), "--num-cpus", "2"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert started.returncode == 0, started.stdout + started.stderr
     url = f"http://127.0.0.1:{dashboard}"
     assert url in started.stdout
-    joined = subprocess.run(["bash", "scripts/start_cluster.sh", "--join", f"127.0.0.1:{port}", "--num-cpus", "1"],
-                            cwd=ROOT, env=worker_env, capture_output=True, text=True)
+    joined = subprocess.run(["bash", "scripts/cluster/start_cluster.sh", "--join", f"127.0.0.1:{port}", "--num-cpus",
+                             "1"], cwd=ROOT, env=worker_env, capture_output=True, text=True)
     info = {"url": url, "port": port, "temp_dir": f"/tmp/rt-{port}", "env": env,
             "worker_cache": state / "worker-cache"}
     try:
         assert joined.returncode == 0, joined.stdout + joined.stderr
         yield info
     finally:
-        subprocess.run(["bash", "scripts/stop_cluster.sh", "--join", f"127.0.0.1:{port}"], cwd=ROOT, env=worker_env)
-        stopped = subprocess.run(["bash", "scripts/stop_cluster.sh", "--port", str(port)], cwd=ROOT, env=env,
+        subprocess.run(["bash", "scripts/cluster/stop_cluster.sh", "--join", f"127.0.0.1:{port}"], cwd=ROOT,
+                       env=worker_env)
+        stopped = subprocess.run(["bash", "scripts/cluster/stop_cluster.sh", "--port", str(port)], cwd=ROOT, env=env,
                                  capture_output=True, text=True)
         assert stopped.returncode == 0, stopped.stderr
     # Only its own cluster is gone: nothing of it is left, and the session's Ray still answers.
@@ -105,8 +106,8 @@ def test_submit_runs_on_two_nodes_with_ray_data_to_a_loadable_checkpoint(head, t
     from ray.job_submission import JobSubmissionClient
     from transformers import AutoModelForCausalLM
 
-    from rtune.config import finalize
     from rtune.data.pipeline import prepare_data
+    from rtune.driver.preflight import finalize
     from rtune.driver.submit import auth_headers
     from tests.conftest import compose
     from tests.test_data_engine import _corpus, _rows

@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import compose
-from rtune.config import RTuneConfig, default_run_name, finalize, from_dict, to_dict, validate
+
+from rtune.config import RTuneConfig, from_dict, to_dict, validate
+from rtune.driver.preflight import default_run_name, finalize
 from rtune.errors import UserError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -7,15 +7,15 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import compose
-from rtune.config import finalize
-from rtune.errors import UserError
+
 from rtune.data.packing import PAD, pack
 from rtune.data.pipeline import prepare_data
 from rtune.data.prepared import split_documents
 from rtune.data.rows import PackedRows, save_rows
 from rtune.data.sources import load_records
+from rtune.driver.preflight import finalize
+from rtune.errors import UserError
 
 
 @pytest.mark.parametrize("seq_len", [1, 5, 16, 64])

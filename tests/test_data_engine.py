@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtune.config import finalize
+from rtune.driver.preflight import finalize
 from rtune.errors import UserError
 from tests.conftest import compose
 

@@ -19,7 +19,7 @@ from rtune.config import validate
 from rtune.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
-SHELL_SCRIPTS = sorted([*ROOT.glob("scripts/*.sh"), ROOT / "scripts/slurm/rtune.sbatch", ROOT / ".ci/run"])
+SHELL_SCRIPTS = sorted([*ROOT.glob("scripts/**/*.sh"), ROOT / "scripts/cluster/slurm/rtune.sbatch", ROOT / ".ci/run"])
 
 
 def _check_rtune_command(argv: list[str]) -> None:
@@ -37,8 +37,8 @@ def test_shell_scripts_pass_shellcheck(script):
 
 
 def test_sbatch_default_run_is_a_valid_rtune_invocation():
-    text = (ROOT / "scripts/slurm/rtune.sbatch").read_text()
-    assert subprocess.run(["bash", "-n", str(ROOT / "scripts/slurm/rtune.sbatch")]).returncode == 0
+    text = (ROOT / "scripts/cluster/slurm/rtune.sbatch").read_text()
+    assert subprocess.run(["bash", "-n", str(ROOT / "scripts/cluster/slurm/rtune.sbatch")]).returncode == 0
     assert "#SBATCH --nodes=" in text and "srun" in text and "ray start --head" in text
     defaults = shlex.split(re.search(r"^RTUNE_DEFAULT_ARGS=\((.*)\)$", text, flags=re.M).group(1))
     # The script prepends num_workers (nodes x GPUs) and submits `python -m rtune submit -- train ...`.
@@ -75,7 +75,7 @@ def test_grafana_dashboard_plots_every_exported_metric():
 # ---- pure helpers ----------------------------------------------------------------------------------
 
 def test_sweep_names_are_stable_and_run_names_carry_only_the_swept_values():
-    from rtune.config import _RUN_NAME
+    from rtune.config import RUN_NAME
     from rtune.driver.sweep import run_name_for, swept_keys, sweep_name_for
 
     args = ["-m", "optim.lr=1e-4,3e-4", "peft=none,lora", "trainer.max_steps=50", "storage_path=/x"]
@@ -85,9 +85,9 @@ def test_sweep_names_are_stable_and_run_names_carry_only_the_swept_values():
     keys = swept_keys(args)
     assert keys == ["optim.lr", "peft"]
     name = run_name_for(["optim.lr=0.0003", "peft=lora", "trainer.max_steps=50"], keys=keys)
-    assert name == "optim.lr=0.0003,peft=lora" and _RUN_NAME.match(name)
+    assert name == "optim.lr=0.0003,peft=lora" and RUN_NAME.match(name)
     long = run_name_for([f"k{i}=" + "v" * 20 for i in range(10)])
-    assert len(long) <= 96 and _RUN_NAME.match(long)
+    assert len(long) <= 96 and RUN_NAME.match(long)
 
 
 def test_search_space_parsing_and_errors():

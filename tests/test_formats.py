@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import compose
-from rtune.config import finalize
-from rtune.errors import UserError
-from rtune.tokens import IGNORE
+
 from rtune.data.formats import encode_conversation, encode_record, record_messages
-from rtune.errors import UserError
 from rtune.data.pipeline import prepare_data
 from rtune.data.templates import apply_template, end_of_turn
+from rtune.driver.preflight import finalize
+from rtune.errors import UserError
 from rtune.model import train_bpe_tokenizer
+from rtune.tokens import IGNORE
 
 CONVERSATION = [
     {"role": "system", "content": "You are terse."},

@@ -13,8 +13,8 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from conftest import compose, run_with_fault
+
 from rtune.driver.launch import train
 from rtune.metrics import read_metrics
 
@@ -111,7 +111,7 @@ def test_dpo_full_fine_tune_with_precomputed_reference_and_exact_resume(ray_clus
     tables = load_tables(os.path.join(first, REFERENCE_FILE))
     assert all(np.array_equal(tables[s], load_tables(os.path.join(last, REFERENCE_FILE))[s]) for s in tables)
     cfg = compose(*PAIRS, f"storage_path={tmp_path}", "run_name=dpo-full", *common)
-    from rtune.config import finalize
+    from rtune.driver.preflight import finalize
 
     prepared, tokenizer = prepare_data(finalize(cfg))
     torch.manual_seed(cfg.seed)

@@ -14,8 +14,8 @@ import pytest
 from conftest import compose
 
 from rtune import checkpoint as ckpt
-from rtune.config import finalize, to_dict
-from rtune.driver.launch import _resume_point
+from rtune.config import to_dict
+from rtune.driver.preflight import finalize, resume_point
 from rtune.errors import UserError
 from rtune.model import train_bpe_tokenizer
 from rtune.worker.order import GlobalOrder
@@ -42,9 +42,9 @@ def make_run(tmp_path, tiny_parts, steps, *overrides):
 
 def test_resumes_from_the_newest_intact_checkpoint(tmp_path, tiny_parts, capsys):
     cfg, run_dir = make_run(tmp_path, tiny_parts, [4, 8])
-    assert _resume_point(cfg, run_dir).endswith(ckpt.dir_name(8))
+    assert resume_point(cfg, run_dir).endswith(ckpt.dir_name(8))
     assert "resuming run r from" in capsys.readouterr().out
-    assert _resume_point(cfg, str(tmp_path / "fresh")) is None
+    assert resume_point(cfg, str(tmp_path / "fresh")) is None
 
 
 @pytest.mark.parametrize("damage", ["truncate", "corrupt", "no_marker", "missing_file"])
@@ -62,7 +62,7 @@ def test_damaged_newest_checkpoint_is_skipped_and_kept(tmp_path, tiny_parts, cap
         os.remove(os.path.join(newest, ckpt.MARKER))
     else:
         os.remove(os.path.join(newest, "tokenizer.json"))
-    assert _resume_point(cfg, run_dir).endswith(ckpt.dir_name(4))
+    assert resume_point(cfg, run_dir).endswith(ckpt.dir_name(4))
     assert "warning: skipping" in capsys.readouterr().out
     assert os.path.isdir(newest)  # never deleted
 
@@ -71,7 +71,7 @@ def test_no_intact_checkpoint_is_an_error(tmp_path, tiny_parts):
     cfg, run_dir = make_run(tmp_path, tiny_parts, [4])
     os.remove(os.path.join(run_dir, ckpt.dir_name(4), ckpt.MARKER))
     with pytest.raises(UserError, match="no intact checkpoint"):
-        _resume_point(cfg, run_dir)
+        resume_point(cfg, run_dir)
 
 
 @pytest.mark.parametrize("change, key", [
@@ -83,13 +83,13 @@ def test_resume_with_changed_model_or_data_is_refused(tmp_path, tiny_parts, chan
     cfg, run_dir = make_run(tmp_path, tiny_parts, [4])
     changed = finalize(compose(f"storage_path={tmp_path}", "run_name=r", "trainer.max_steps=20", change))
     with pytest.raises(UserError, match=f"trained with {key}=.*start a new run_name"):
-        _resume_point(changed, run_dir)
+        resume_point(changed, run_dir)
 
 
 def test_more_steps_and_other_worker_counts_may_resume(tmp_path, tiny_parts):
     cfg, run_dir = make_run(tmp_path, tiny_parts, [4])
     longer = finalize(compose(f"storage_path={tmp_path}", "run_name=r", "trainer.max_steps=50", "num_workers=1"))
-    assert _resume_point(longer, run_dir) is not None
+    assert resume_point(longer, run_dir) is not None
 
 
 def test_deepspeed_resume_needs_the_same_worker_count(tmp_path, tiny_parts):
@@ -97,13 +97,13 @@ def test_deepspeed_resume_needs_the_same_worker_count(tmp_path, tiny_parts):
     fewer = finalize(compose(f"storage_path={tmp_path}", "run_name=r", "trainer.max_steps=20", "strategy=deepspeed",
                              "num_workers=1"))
     with pytest.raises(UserError, match="trained by 2 DeepSpeed workers, now 1.*num_workers=2"):
-        _resume_point(fewer, os.path.join(str(tmp_path), "r"))
+        resume_point(fewer, os.path.join(str(tmp_path), "r"))
 
 
 def test_finished_run_says_how_to_continue(tmp_path, tiny_parts):
     cfg, run_dir = make_run(tmp_path, tiny_parts, [20])
     with pytest.raises(UserError, match="already reached step 20.*trainer.max_steps above 20"):
-        _resume_point(cfg, run_dir)
+        resume_point(cfg, run_dir)
 
 
 class _Payload:
@@ -123,7 +123,7 @@ def test_planted_pickle_is_refused_before_any_worker(tmp_path, tiny_parts):
     with open(os.path.join(newest, ckpt.MARKER), "w") as f:
         json.dump(marker, f)
     with pytest.raises(UserError, match="refusing"):
-        _resume_point(cfg, run_dir)
+        resume_point(cfg, run_dir)
     assert not os.path.exists("/tmp/rtune-pwned-preflight")
 
 

@@ -189,7 +189,7 @@ def train_bpe(jobs: List[Dict], data: Dict, vocab_size: int) -> Dict[str, bytes]
     """A Ray task: train the byte-level BPE on the training documents of `jobs` (files with the documents to keep
     and those that validate), streamed from storage here, and return the tokenizer's files. Off the driver, so
     the driver's memory does not grow with the corpus (the trainer's counts live in this task's process)."""
-    from rtune.model import train_bpe_tokenizer
+    from rtune.model import train_bpe_tokenizer  # transformers: only this task needs it (not the tokenizer actors)
 
     texts = (text for job in jobs for text in train_texts(job["path"], data, job["keep_docs"], json.loads(job["val"])))
     with tempfile.TemporaryDirectory(prefix="rtune-bpe-") as tmp:

@@ -126,7 +126,7 @@ class Head:
                     return
             if self.proc.poll() is not None:
                 raise UserError(f"the local Ray head exited while starting ({_last_line(self.log_path)}); "
-                                   f"its log: {self.log_path}")
+                                f"its log: {self.log_path}")
             time.sleep(0.05)
         self.stop()
         raise UserError(f"the local Ray head did not start within {timeout_s:.0f} s; its log: {self.log_path}")

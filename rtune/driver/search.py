@@ -19,8 +19,15 @@ import re
 from typing import Any, Dict, List, Tuple
 
 from rtune.config import RTuneConfig, from_dict, to_dict
-from rtune.driver.sweep import is_finished, row, run_name_for, write_summary
+from rtune.driver import local_ray
+from rtune.driver.cluster import connect
+from rtune.driver.launch import LOSS_PNG, SUMMARY_FILE, train
+from rtune.driver.plots import plot_losses
+from rtune.driver.preflight import preflight
+from rtune.driver.resources import resolve_cpus_per_worker
+from rtune.driver.sweep import is_finished, row, run_name_for, sweep_dir_for, sweep_name_for, write_summary
 from rtune.errors import UserError
+from rtune.metrics import METRICS_FILE
 
 TRIAL_DRIVER_MEMORY = 512 * 1024**2  # bytes Ray reserves for each trial's driver process (it imports torch)
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice", "grid")
@@ -114,8 +121,6 @@ def _trial(config: Dict[str, Any], base: Dict[str, Any]) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from rtune.driver.launch import train
-
     params = config["params"]
     cfg = apply_params(base, params)
     index = int(tune.get_context().get_trial_id().rsplit("_", 1)[-1])
@@ -133,10 +138,6 @@ def run_search(cfg: RTuneConfig) -> int:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    from rtune.driver.launch import _init_ray, preflight
-    from rtune.driver.resources import resolve_cpus_per_worker
-    from rtune.driver.sweep import sweep_dir_for, sweep_name_for
-
     space = check_search(cfg)
     if cfg.sweep_name is None:  # the whole config names the search, wherever it is stored
         defining = {k: v for k, v in to_dict(cfg).items() if k not in ("storage_path", "ray_address")}
@@ -148,7 +149,7 @@ def run_search(cfg: RTuneConfig) -> int:
     *_, started_for_data = preflight(cfg, cfg.search.max_concurrent)
     cfg.run_name = None
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's table of trials, not its verbose per-report lines
-    started = _init_ray(cfg, driver_progress=False) or started_for_data  # a local Ray was sized by the preflight
+    started = connect(cfg, driver_progress=False) or started_for_data  # a local Ray was sized by the preflight
     resolve_cpus_per_worker(cfg, concurrent_runs=cfg.search.max_concurrent)
     s, t = cfg.search, cfg.trainer
     grace = s.grace_period_steps or 2 * t.eval_every_steps
@@ -172,8 +173,6 @@ def run_search(cfg: RTuneConfig) -> int:
         results = tuner.fit()
     finally:
         if started:
-            from rtune.driver import local_ray
-
             local_ray.shutdown()
     return _summarize(cfg, results)
 
@@ -188,11 +187,9 @@ def _refuse_second_local_cluster(cfg: RTuneConfig) -> None:
     import ray
     from ray._private.services import find_gcs_addresses
 
-    from rtune.driver.local_ray import kept_address
-
     if ray.is_initialized() or cfg.ray_address or os.environ.get("RAY_ADDRESS") or cfg.search.scheduler != "asha":
         return
-    if kept_address() is not None:  # the cluster `rtune up` keeps: joined, not a second one
+    if local_ray.kept_address() is not None:  # the cluster `rtune up` keeps: joined, not a second one
         return
     running = sorted(find_gcs_addresses())
     if running:
@@ -211,10 +208,6 @@ def _trial_index(result) -> int:
 
 def _write_run_files(run_dir: str, name: str, summary: Dict[str, Any]) -> None:
     """summary.json and loss_curve.png for a trial the scheduler ended before train() could write them."""
-    from rtune.driver.launch import LOSS_PNG, SUMMARY_FILE
-    from rtune.driver.plots import plot_losses
-    from rtune.metrics import METRICS_FILE
-
     if not os.path.isdir(run_dir):
         return
     with open(os.path.join(run_dir, SUMMARY_FILE), "w") as f:

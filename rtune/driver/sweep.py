@@ -21,7 +21,9 @@ import re
 import time
 from typing import Any, Dict, List, Optional
 
+from rtune.config import is_uri
 from rtune.metrics import METRICS_FILE, read_metrics
+from rtune.tracking import finish_sweep
 
 SUMMARY_CSV, SUMMARY_MD, SUMMARY_PNG = "sweep_summary.csv", "sweep_summary.md", "sweep_eval_loss.png"
 FAILED_FILE = "failed.json"  # in a run dir: the last attempt's error (removed when a later attempt finishes)
@@ -52,8 +54,6 @@ def swept_keys(args: List[str]) -> List[str]:
 
 def sweep_dir_for(storage_path: str, sweep_name: str) -> str:
     """`<storage_path>/<sweep_name>`, absolute for a local path (Ray workers run elsewhere), as is for a URI."""
-    from rtune.config import is_uri
-
     if not is_uri(storage_path):
         storage_path = os.path.abspath(os.path.expanduser(storage_path))
     return f"{storage_path.rstrip('/')}/{sweep_name}"
@@ -201,8 +201,6 @@ class MultirunSweep:
 
     def run_job(self, cfg, task_overrides: List[str], train_fn) -> None:
         """One job: derive its name and directory, skip it if finished, else train (resuming if begun)."""
-        from rtune.config import is_uri
-
         storage = cfg.storage_path
         self.last_cfg = cfg
         cfg.sweep_name = cfg.sweep_name or self.sweep_name
@@ -239,8 +237,6 @@ class MultirunSweep:
             return 0
         failed = [r["run_name"] for r in self.rows if r["status"] == "failed"]
         if self.last_cfg is not None:
-            from rtune.tracking import finish_sweep
-
             finish_sweep(self.last_cfg, [os.path.join(self.sweep_dir, n) for n in (SUMMARY_MD, SUMMARY_PNG)],
                          failed=bool(failed))
         print(f"[rtune] sweep {self.sweep_name}: {len(self.rows)} runs, {len(failed)} failed -> "

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from rtune.data.rows import collate
 from rtune.worker.objectives import PairLogps, pair_logps
 
 REFERENCE_FILE = "reference_logps.npz"  # in checkpoints: the precomputed tables, for exact resume
@@ -121,8 +122,6 @@ def compute_tables(model, datasets: Dict[str, object], micro_batch_size: int, ra
     Every rank runs the same number of forward passes (sharded models gather collectively); a rank
     with fewer rows re-reads row 0 and discards it. The tables are gathered onto every rank.
     """
-    from rtune.data.rows import collate
-
     was_training = model.training
     model.eval()
     tables = {}

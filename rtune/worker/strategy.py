@@ -35,7 +35,8 @@ import torch
 
 from rtune import shards
 from rtune.config import RTuneConfig
-from rtune.model import apply_lora
+from rtune.errors import UserError
+from rtune.model import apply_lora, load_model_config
 from rtune.worker.lm import TokenLogprobs, hf_model
 from rtune.worker.optim import build_optimizer, build_scheduler
 
@@ -286,8 +287,6 @@ class DeepSpeedStrategy(Strategy):
 
     def ds_config(self) -> Dict[str, Any]:
         """Generated from the trainer settings: one source of truth for batch, clipping and precision."""
-        from rtune.model import load_model_config
-
         t, s = self.cfg.trainer, self.cfg.strategy
         model_config = load_model_config(self.cfg.model)
         hidden = getattr(model_config, "hidden_size", None) or getattr(model_config, "n_embd", 1024)
@@ -387,8 +386,6 @@ def verify_deepspeed_shards(shard_dir: str) -> None:
     Only tensors, containers and the few DeepSpeed/torch types its checkpoints hold are allowed, so
     a planted code payload is refused here before DeepSpeed ever unpickles the file.
     """
-    from rtune.errors import UserError
-
     safe = _deepspeed_safe_globals()
     for path in sorted(glob.glob(os.path.join(shard_dir, "**", "*.pt"), recursive=True)):
         try:
