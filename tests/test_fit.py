@@ -62,3 +62,45 @@ def test_the_default_run_fits_and_says_so():
     model_config.vocab_size = cfg.model.tokenizer_vocab_size
     result = check_fit(cfg, model_config, local_cluster=True)
     assert 0.3 * GB < result.total < 2 * GB
+
+
+def test_weights_logits_runtime_and_sharded_terms_follow_the_model():
+    """Each term of the estimate, against its formula (2 workers): a term dropped or mis-scaled fails here."""
+    from rtune.fit import LOGITS_CHUNK_COPIES, RUNTIME_GB
+    from rtune.tokens import chunk_tokens_for
+
+    shape, ddp = _estimate()
+    n, tokens = shape.params, 8 * 256  # the default micro batch x seq_len
+    assert ddp.parts["weights"] == pytest.approx(4 * n)  # fp32 master weights, replicated
+    assert ddp.parts["runtime"] == RUNTIME_GB["cpu"] * GB
+    assert ddp.parts["logits"] == pytest.approx(LOGITS_CHUNK_COPIES * 4 * min(tokens, chunk_tokens_for(4096)) * 4096)
+    _, chunked = _estimate("trainer.logits_chunk_tokens=100")
+    assert chunked.parts["logits"] == pytest.approx(LOGITS_CHUNK_COPIES * 4 * 100 * 4096)
+    _, on_gpu = _estimate(device="cuda")
+    assert on_gpu.parts["runtime"] == RUNTIME_GB["cuda"] * GB and on_gpu.parts["weights"] == ddp.parts["weights"]
+    # FSDP2: a shard plus two gathered blocks; today every rank builds the whole model first, and on a CPU
+    # glibc keeps the freed gathered blocks
+    fsdp_gpu = _estimate("strategy=fsdp", device="cuda")[1]
+    assert fsdp_gpu.parts["weights"] == pytest.approx(4 * (n / 2 + 2 * shape.largest_block_params) + 4 * n)
+    assert _estimate("strategy=fsdp")[1].parts["weights"] == pytest.approx(fsdp_gpu.parts["weights"] + 4 * n)
+    assert fsdp_gpu.parts["gradients"] == pytest.approx(4 * n / 2) and fsdp_gpu.parts["optimizer"] == pytest.approx(4 * n)
+    # ZeRO-1 shards the optimizer state, ZeRO-2 the gradients too; both flatten the weights into a new buffer
+    _, zero1 = _estimate("strategy=deepspeed", "strategy.zero_stage=1")
+    _, zero2 = _estimate("strategy=deepspeed", "strategy.zero_stage=2")
+    for zero in (zero1, zero2):
+        assert zero.parts["weights"] == pytest.approx(8 * n)
+        assert zero.parts["optimizer"] == pytest.approx(8 * n / 2 + 4 * n / 2)  # moments + ZeRO's fp32 partition
+    assert zero1.parts["gradients"] == pytest.approx(4 * n) and zero2.parts["gradients"] == pytest.approx(4 * n / 2)
+
+
+def test_a_local_cluster_splits_the_machines_ram_among_its_workers(monkeypatch):
+    from rtune import fit
+
+    monkeypatch.setattr(fit, "_available_ram_bytes", lambda: 24 * GB)
+    for workers, expected in (("2", 12), ("4", 6), ("[1,3]", 8)):  # an elastic group may grow to its max
+        extra = ("trainer.max_failures=1",) if workers.startswith("[") else ()
+        budget, what = fit.capacity(compose(f"num_workers={workers}", *extra), local_cluster=True)
+        assert budget == pytest.approx(expected * GB) and f"{expected:.1f} GB per worker" in what, what
+    assert fit.capacity(compose(), local_cluster=False)[0] is None  # a remote cluster's nodes are unknown here
+    budget, what = fit.capacity(compose("use_gpu=true", "gpu_memory_gb=40"), local_cluster=True)
+    assert budget == 40 * GB and "40 GB per GPU" in what

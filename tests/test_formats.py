@@ -167,6 +167,12 @@ def test_preference_pairs_train_only_the_replies_and_share_a_row(base_tokenizer,
     (c_ids, c_labels), (r_ids, r_labels) = encode_preference(record, tokenizer, "r")
     assert trained_runs(tokenizer, c_ids, c_labels) == ["x + 1<|im_end|>"]
     assert trained_runs(tokenizer, r_ids, r_labels) == ["x - 1<|im_end|>"]
+    earlier = {"prompt": [{"role": "user", "content": "Add one?"}, {"role": "assistant", "content": "x + 1"},
+                          {"role": "user", "content": "Add two?"}], "chosen": "x + 2", "rejected": "x + 1"}
+    (c_ids, c_labels), (r_ids, r_labels) = encode_preference(earlier, tokenizer, "r")
+    assert trained_runs(tokenizer, c_ids, c_labels) == ["x + 2<|im_end|>"]  # the prompt's own reply: context only
+    assert trained_runs(tokenizer, r_ids, r_labels) == ["x + 1<|im_end|>"]
+    assert tokenizer.decode(r_ids).count("x + 1") == 2
     assert encode_preference({"prompt": "p", "chosen": "same", "rejected": "same"}, tokenizer, "r") is None
     with pytest.raises(UserError, match="r: field 'prompt' must end with a user"):
         encode_preference({"prompt": [{"role": "assistant", "content": "a"}], "chosen": "b", "rejected": "c"},

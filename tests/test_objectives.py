@@ -88,11 +88,16 @@ def test_orpo_matches_the_paper_formula():
     assert float(metrics["reward_accuracy"]) == 2 and float(metrics["rewards_chosen"]) == pytest.approx(lam * -2.0)
 
 
-def test_simpo_matches_the_paper_formula():
+@pytest.mark.parametrize("smoothing, sft_weight", [(0.0, 0.0), (0.3, 0.0), (0.0, 0.7), (0.2, 0.5)])
+def test_simpo_matches_the_paper_formula(smoothing, sft_weight):
     beta, gamma = 2.0, 0.5
     logprobs, batch = _batch()
-    loss, metrics = make_objective(ObjectiveConfig(name="simpo", beta=beta, gamma=gamma)).loss(logprobs, batch)
-    expected = sum(-_log_sigmoid(beta * c - beta * r - gamma) for c, r in ((-1.5, -4.0), (-0.5, -4.0 / 3)))
+    loss, metrics = make_objective(ObjectiveConfig(name="simpo", beta=beta, gamma=gamma, label_smoothing=smoothing,
+                                                   sft_weight=sft_weight)).loss(logprobs, batch)
+    expected = 0.0
+    for c, r in ((-1.5, -4.0), (-0.5, -4.0 / 3)):  # length-averaged reply log-probs of the two pairs
+        h = beta * c - beta * r - gamma
+        expected += -(1 - smoothing) * _log_sigmoid(h) - smoothing * _log_sigmoid(-h) + sft_weight * -c
     assert float(loss) == pytest.approx(expected, rel=1e-12)
     assert float(metrics["reward_margin"]) == pytest.approx(beta * ((-1.5 + 4.0) + (-0.5 + 4.0 / 3)))
 

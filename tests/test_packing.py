@@ -28,10 +28,16 @@ FAMILIES = {
                   num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True),
 }
 
+# Gemma-2 soft-caps its final logits (c * tanh(logits / c)); the chunked loss must apply the cap as its forward does.
+SOFTCAPPED = {"gemma2": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                             num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
+                             final_logit_softcapping=2.0)}
+
 
 def tiny_model(family: str, attn: str, vocab: int = VOCAB):
     torch.manual_seed(0)
-    config = AutoConfig.for_model(family, vocab_size=vocab, bos_token_id=0, eos_token_id=0, **FAMILIES[family])
+    config = AutoConfig.for_model(family, vocab_size=vocab, bos_token_id=0, eos_token_id=0,
+                                  **{**FAMILIES, **SOFTCAPPED}[family])
     return AutoModelForCausalLM.from_config(config, attn_implementation=attn).eval()
 
 
@@ -91,10 +97,12 @@ def test_flattened_rows_equal_batched_rows():
     torch.testing.assert_close(flat, batched, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
-def test_chunked_loss_equals_the_plain_loss_value_and_gradients(family):
-    """A large vocabulary, logits in chunks of 7 tokens: same loss and gradients as the model's own loss."""
-    model = tiny_model(family, "sdpa", vocab=5000).train()
+@pytest.mark.parametrize("chunk_tokens", [7, 8])  # 105 target tokens: 15 whole chunks, or 13 and a last one of 1
+@pytest.mark.parametrize("family", list(FAMILIES) + list(SOFTCAPPED))
+def test_chunked_loss_equals_the_plain_loss_value_and_gradients(family, chunk_tokens):
+    """A large vocabulary, logits in chunks: same loss and gradients as the model's own loss (Gemma-2's soft-capped
+    logits too), to 1e-5 for the loss and 1e-5 absolute / 1e-4 relative for every gradient."""
+    model = tiny_model(family, "eager" if family in SOFTCAPPED else "sdpa", vocab=5000).train()
     torch.manual_seed(3)
     ids = torch.randint(1, 5000, (3, 40))
     labels = ids.clone()
@@ -109,7 +117,10 @@ def test_chunked_loss_equals_the_plain_loss_value_and_gradients(family):
     for p in model.parameters():
         p.grad = None
     torch.manual_seed(4)  # the same dropout masks
-    logprobs = TokenLogprobs(model, chunk_tokens=7)(ids, labels, positions)
+    wrapped = TokenLogprobs(model, chunk_tokens=chunk_tokens)
+    assert (labels[:, 1:] != IGNORE).sum() % chunk_tokens == (0 if chunk_tokens == 7 else 1)
+    assert (wrapped.softcap is not None) == (family in SOFTCAPPED)
+    logprobs = wrapped(ids, labels, positions)
     chunked = -logprobs.sum() / (labels[:, 1:] != IGNORE).sum()
     chunked.backward()
     torch.testing.assert_close(chunked, plain, atol=1e-5, rtol=1e-5)
@@ -152,8 +163,10 @@ def test_isolated_rows_hold_whole_samples_and_concat_rows_stream():
     iso = pack(samples, labels, 10, "isolated")
     rows = iso.arrays["input_ids"]
     for row, pos in zip(rows, iso.arrays["position_ids"]):
-        starts = [i for i in range(10) if pos[i] == 0 and row[i] != PAD]
-        assert all(len(set(row[s:s + 1])) == 1 for s in starts)
+        used = int((row != PAD).sum())
+        starts = [i for i in range(used) if pos[i] == 0] + [used]
+        for a, b in zip(starts, starts[1:]):  # positions restart exactly where a whole sample begins
+            assert row[a:b].tolist() in samples and pos[a:b].tolist() == list(range(b - a))
     flat = [t for t in rows.reshape(-1).tolist() if t != PAD]
     assert sorted(flat) == sorted(t for s in samples for t in s)  # every token once, none cut
     assert iso.target_tokens == 3 + 6 + 2  # first token of each sample and prompt tokens carry no loss
