@@ -19,7 +19,7 @@ strategy, precision, micro batch, `seq_len`, LoRA and worker count:
 The check compares the total with one GPU's memory (`gpu_memory_gb`, or the driver's own GPU), or on a
 local CPU cluster with the RAM available to all workers together, and refuses a run that cannot fit
 with one line: the estimate and the changes that would make it fit. `trainer.skip_fit_check=true`
-overrides. `scripts/bench_fit.py` compares the estimate with measured peaks.
+overrides. `scripts/bench/fit.py` compares the estimate with measured peaks.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def estimate(cfg: RTuneConfig, shape: Shape, device: str) -> Estimate:
     weights = 4.0 * (n / ws + 2 * shape.largest_block_params if sharded_weights else n)
     if s.name == "fsdp":  # every rank builds the whole model before fully_shard: that memory stays reserved
         weights += 4.0 * n
-        if device == "cpu":  # glibc keeps the freed all-gathered blocks of each step (measured, bench_fit.py)
+        if device == "cpu":  # glibc keeps the freed all-gathered blocks of each step (measured, bench/fit.py)
             weights += 4.0 * n
     if s.name == "deepspeed" and s.zero_stage < 3:  # initialize() flattens the weights into one new buffer
         weights += 4.0 * n
@@ -275,7 +275,7 @@ def check_fit(cfg: RTuneConfig, model_config, local_cluster: bool) -> Optional[E
         verdict = f"not checked: {what}"
     elif result.total > budget:
         verdict = f"does NOT fit {what}"
-    elif result.total > TIGHT * budget:  # the estimate runs up to ~25% under measured peaks (bench_fit.py)
+    elif result.total > TIGHT * budget:  # the estimate runs up to ~25% under measured peaks (bench/fit.py)
         verdict = f"fits {what}, but tightly: the estimate can be ~25% low, so it may run out of memory"
     else:
         verdict = f"fits {what}"

@@ -151,12 +151,12 @@ def test_elastic_group_continues_with_one_worker_after_losing_a_node(ray_cluster
     env = {**os.environ, "RTUNE_CLUSTER_DIR": str(tmp_path / "head"), "RTUNE_RAY_TEMP_DIR": f"/tmp/re-{port}"}
     worker_env = {**env, "RTUNE_CLUSTER_DIR": str(tmp_path / "worker"), "RTUNE_RAY_TEMP_DIR": f"/tmp/re-{port}-w"}
     node = ["--join", f"127.0.0.1:{port}"]
-    subprocess.run(["bash", "scripts/start_cluster.sh", "--port", str(port), "--dashboard-port", str(dashboard),
+    subprocess.run(["bash", "scripts/cluster/start_cluster.sh", "--port", str(port), "--dashboard-port", str(dashboard),
                     "--num-cpus", "1"], cwd=ROOT, env=env, check=True, capture_output=True)
     steps = 30
     metrics = tmp_path / "elastic" / "metrics.jsonl"
     try:
-        subprocess.run(["bash", "scripts/start_cluster.sh", *node, "--num-cpus", "1"], cwd=ROOT, env=worker_env,
+        subprocess.run(["bash", "scripts/cluster/start_cluster.sh", *node, "--num-cpus", "1"], cwd=ROOT, env=worker_env,
                        check=True, capture_output=True)
         overrides = tiny_overrides(tmp_path, "elastic", f"ray_address=127.0.0.1:{port}", "num_workers=[1,2]",
                                    "cpus_per_worker=1", "trainer.max_failures=2", *COMMON,
@@ -172,13 +172,14 @@ def test_elastic_group_continues_with_one_worker_after_losing_a_node(ray_cluster
             if ckpt.find_latest(str(tmp_path / "elastic")) is not None:
                 break
             time.sleep(0.2)
-        subprocess.run(["bash", "scripts/stop_cluster.sh", *node], cwd=ROOT, env=worker_env, check=True,
+        subprocess.run(["bash", "scripts/cluster/stop_cluster.sh", *node], cwd=ROOT, env=worker_env, check=True,
                        capture_output=True)
         out, _ = driver.communicate(timeout=400)
         assert driver.returncode == 0, out[-4000:]
     finally:
-        subprocess.run(["bash", "scripts/stop_cluster.sh", *node], cwd=ROOT, env=worker_env, capture_output=True)
-        subprocess.run(["bash", "scripts/stop_cluster.sh", "--port", str(port)], cwd=ROOT, env=env,
+        subprocess.run(["bash", "scripts/cluster/stop_cluster.sh", *node], cwd=ROOT, env=worker_env,
+                       capture_output=True)
+        subprocess.run(["bash", "scripts/cluster/stop_cluster.sh", "--port", str(port)], cwd=ROOT, env=env,
                        capture_output=True)
     assert _own_processes(f"/tmp/re-{port}") == [] and _own_processes(f"/tmp/re-{port}-w") == []
 

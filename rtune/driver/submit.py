@@ -112,7 +112,7 @@ def _client(address: str):
             raise UserError(f"the Ray cluster at {address} refused the request ({text[:120]}): copy the head "
                             "node's ~/.ray/auth_token here or set RAY_AUTH_TOKEN") from None
         raise UserError(f"cannot reach the Ray Jobs API at {address} ({text[:160]}): start a cluster with "
-                        "scripts/start_cluster.sh or pass --address http://<head>:8265") from None
+                        "scripts/cluster/start_cluster.sh or pass --address http://<head>:8265") from None
 
 
 async def _stream_logs(client, job_id: str) -> None:

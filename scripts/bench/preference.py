@@ -10,20 +10,22 @@ training steps (train_peak_rss_mb_per_worker), steady seconds per optimizer step
 left out), and the time from launch to the end of step 1 (the precompute pass lands there; Ray is
 already up for all three).
 
-    python scripts/bench_preference.py     # writes results/benchmarks/preference.json and preference.png
+    python scripts/bench/preference.py     # writes results/benchmarks/preference.json and preference.png
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+from scripts.bench.common import machine, write_json  # noqa: E402
+
 OUT = os.path.join(ROOT, "results", "benchmarks", "preference.json")
 MODEL = ("++model.from_config={model_type: llama, hidden_size: 512, intermediate_size: 1376, num_hidden_layers: 6, "
          "num_attention_heads: 8, num_key_value_heads: 4, max_position_embeddings: 512, tie_word_embeddings: false}")
@@ -33,8 +35,13 @@ STEPS = 10
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=OUT)
+    args = parser.parse_args()
+
     from rtune.compose import compose_config
-    from rtune.driver.launch import init_local_ray, train
+    from rtune.driver.cluster import init_local_ray
+    from rtune.driver.launch import train
     from rtune.metrics import read_metrics
 
     init_local_ray(num_cpus=os.cpu_count() or 2)
@@ -52,7 +59,8 @@ def main() -> None:
         records = read_metrics(os.path.join(summary["run_dir"], "metrics.jsonl"))
         steps = [r for r in records if "loss" in r]
         step_s = [(b["time"] - a["time"]) for a, b in zip(steps[2:], steps[3:])]  # steady: skip the first two
-        row = {"reference": mode, "trainable_params": summary["trainable_params"], "total_params": summary["total_params"],
+        row = {"reference": mode, "trainable_params": summary["trainable_params"],
+               "total_params": summary["total_params"],
                "train_peak_rss_mb_per_worker": summary["train_peak_rss_mb_per_worker"],
                "seconds_per_step": round(sorted(step_s)[len(step_s) // 2], 3),
                "launch_to_step1_s": round(steps[0]["time"] - started, 1),
@@ -60,12 +68,10 @@ def main() -> None:
                "wall_s": round(time.time() - started, 1)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    result = {"what": __doc__.split("\n\n")[2].replace("\n", " "), "machine": f"{platform.machine()}, "
-              f"{os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"), "steps": STEPS, "rows": rows}
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    with open(OUT, "w") as f:
-        json.dump(result, f, indent=2)
-    plot(rows, OUT.replace(".json", ".png"))
+    result = {"what": __doc__.split("\n\n")[2].replace("\n", " "), "machine": machine(),
+              "date": time.strftime("%Y-%m-%d"), "steps": STEPS, "rows": rows}
+    out = write_json(result, args.out, smoke=False)
+    plot(rows, os.path.splitext(out)[0] + ".png")
     print("| reference | trainable params | peak RSS per worker (MB) | s / step | launch -> step 1 (s) |")
     print("| --- | --- | --- | --- | --- |")
     for r in rows:

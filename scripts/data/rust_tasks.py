@@ -252,7 +252,7 @@ SPECS: List[Spec] = [
          uses="use std::collections::BTreeMap;", tags=["collections", "mut"]),
 ]
 
-# Record-type tasks over the domains of the bundled Rust corpus (scripts/make_rust_sample.py).
+# Record-type tasks over the domains of the bundled Rust corpus (scripts/data/make_rust_sample.py).
 DOMAINS = [
     ("Sensor", "sensors", "id", "u32", "label", "reading", "f64", "active"),
     ("Order", "orders", "id", "u64", "customer", "total_cents", "i64", "shipped"),

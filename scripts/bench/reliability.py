@@ -1,7 +1,7 @@
 """Fault drills against the real command line; writes results/benchmarks/reliability.json.
 
-    python scripts/reliability_drill.py            # ~8 min on a 2-core CPU
-    python scripts/reliability_drill.py --quick    # one fault of each kind, fewer bad inputs
+    python scripts/bench/reliability.py            # ~8 min on a 2-core CPU
+    python scripts/bench/reliability.py --quick    # one fault of each kind, fewer bad inputs (under results/smoke/)
 
 Faults, each on a fresh 2-worker tiny run (30 steps, checkpoint every 5) through `python -m rtune train`:
 - worker kill: SIGKILL one RayTrainWorker by PID at a random step (max_failures=2; Ray restarts the
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -30,7 +29,10 @@ import time
 
 import psutil
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from scripts.bench.common import GPT2_TINY, machine, write_json  # noqa: E402
+
 OUT = os.path.join(ROOT, "results", "benchmarks", "reliability.json")
 MAX_STEPS, CKPT_EVERY = 30, 5
 RESUME_LINE = re.compile(r"resuming (?:run \S+ )?from \S+ (?:at step |\(step )(\d+)")
@@ -39,8 +41,7 @@ RESUME_LINE = re.compile(r"resuming (?:run \S+ )?from \S+ (?:at step |\(step )(\
 def overrides(storage: str, run_name: str, *extra: str) -> list[str]:
     return [f"storage_path={storage}", f"run_name={run_name}", "num_workers=2", f"trainer.max_steps={MAX_STEPS}",
             f"trainer.checkpoint_every_steps={CKPT_EVERY}", f"trainer.eval_every_steps={CKPT_EVERY}",
-            "trainer.eval_max_batches=1", "trainer.log_every_steps=1", "model.from_config.n_layer=2",
-            "model.from_config.n_embd=64", "model.from_config.n_head=2", "data.seq_len=64",
+            "trainer.eval_max_batches=1", "trainer.log_every_steps=1", *GPT2_TINY, "data.seq_len=64",
             "trainer.micro_batch_size=4", "optim.warmup_steps=2", *extra]
 
 
@@ -173,7 +174,7 @@ def main() -> None:
     bad = bad_inputs(storage, args.quick)
     report = {
         "what": "fault drills on `python -m rtune train` (2 workers, tiny GPT-2, bundled Rust data)",
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
         "max_steps": MAX_STEPS, "checkpoint_every_steps": CKPT_EVERY,
         "faults": faults,
@@ -183,14 +184,12 @@ def main() -> None:
         "bad_inputs_one_line_nonzero": sum(b["one_line"] and b["exit_code"] != 0 for b in bad),
         "tracebacks_shown": sum(f["tracebacks_shown"] for f in faults) + sum(b["traceback_shown"] for b in bad),
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
+    out = write_json(report, args.out, smoke=args.quick)
     shutil.rmtree(storage, ignore_errors=True)
     print(f"{report['runs_recovered']}/{report['faults_injected']} faults recovered, at most "
           f"{report['max_steps_lost']} steps lost (checkpoint every {CKPT_EVERY}); "
           f"{report['bad_inputs_one_line_nonzero']}/{report['bad_inputs_tried']} bad inputs gave one line; "
-          f"{report['tracebacks_shown']} tracebacks shown -> {args.out}")
+          f"{report['tracebacks_shown']} tracebacks shown -> {out}")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ collections, operator overloading, graph search, lifetimes, unit tests), instant
 dozen domains and shuffled with a fixed seed. Each generated file compiles with
 `rustc --edition 2021 --crate-type lib` (run this script with `--check` to verify).
 
-    python scripts/make_rust_sample.py            # writes rtune/sample_data/rust_sample/...
-    python scripts/make_rust_sample.py --check    # also compiles every file with rustc
+    python scripts/data/make_rust_sample.py            # writes rtune/sample_data/rust_sample/...
+    python scripts/data/make_rust_sample.py --check    # also compiles every file with rustc
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from string import Template
 
-OUT = Path(__file__).resolve().parents[1] / "rtune/sample_data/rust_sample/data/rust/data.json"
+OUT = Path(__file__).resolve().parents[2] / "rtune/sample_data/rust_sample/data/rust/data.json"
 
 # (entity, module, [(field, type, literal-maker)]) -- the first field is the key, the second a
 # String label, the third a number, the fourth a bool; templates rely on that order.

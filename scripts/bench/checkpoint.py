@@ -1,13 +1,14 @@
 """Training stall per checkpoint: trainer.checkpoint_upload=sync vs async, in one run of this script.
 
-    python scripts/bench_checkpoint.py            # ~100M GPT-2-shaped model, 2 CPU workers (~3.5 min here)
-    python scripts/bench_checkpoint.py --quick    # a small model, for a smoke test
+    python scripts/bench/checkpoint.py            # ~100M GPT-2-shaped model, 2 CPU workers (~3.5 min here)
+    python scripts/bench/checkpoint.py --quick    # a small model, for a smoke test (writes under results/smoke/)
 
 Each mode trains the same run (checkpoint every 3 steps, every step logged). The stall of a checkpoint
 is the time from its step's record (written after the evaluation, before the checkpoint) to the next
 step's, minus the median time between two plain steps. The time lost per checkpoint also counts the slower
 plain steps while a background writer shares the CPU (see time_lost). Writes
-results/benchmarks/checkpoint_stall.json.
+results/benchmarks/checkpoint_stall.json and .png; --quick, or one mode alone (not a measurement), writes
+under results/smoke/ instead.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -23,15 +23,15 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODEL = ["model.from_config.n_layer=12", "model.from_config.n_embd=768", "model.from_config.n_head=12"]
-QUICK_MODEL = ["model.from_config.n_layer=2", "model.from_config.n_embd=64", "model.from_config.n_head=2"]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from scripts.bench.common import GPT2_SMALL, GPT2_TINY, machine, publish  # noqa: E402
 
 
 def run(mode: str, args) -> dict:
     storage = tempfile.mkdtemp(prefix="rtune-bench-ckpt-")
     every = 3
-    cmd = [sys.executable, "-m", "rtune", "train", *(QUICK_MODEL if args.quick else MODEL), "num_workers=2",
+    cmd = [sys.executable, "-m", "rtune", "train", *(GPT2_TINY if args.quick else GPT2_SMALL), "num_workers=2",
            f"storage_path={storage}", "run_name=ckpt", f"trainer.max_steps={args.steps}",
            f"trainer.checkpoint_every_steps={every}", f"trainer.eval_every_steps={every}",
            "trainer.eval_max_batches=1", "trainer.log_every_steps=1", "trainer.micro_batch_size=1",
@@ -82,27 +82,17 @@ def main() -> None:
     report = {
         "what": "training stall per checkpoint (2 DDP workers on CPU, local storage): time from a checkpoint "
                 "step's record to the next step's, minus the median plain step; sync vs async upload",
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick, **results,
     }
     if len(results) == 2:
         time_lost(results)
         for name, key in (("stall", "median_stall_s"), ("time_lost", "time_lost_s_per_checkpoint")):
             report[f"{name}_ratio_sync_over_async"] = round(results["sync"][key] / max(results["async"][key], 1e-3), 2)
-    partial = args.quick or len(results) < 2  # printed, not kept
-    publish(report, args.out, partial)
-    if not partial:
-        plot(report, os.path.splitext(args.out)[0] + ".png")
-
-
-def publish(report: dict, out: str, quick: bool) -> None:
-    """Print the report; a full (not --quick) run also writes it where the committed figures live (shared by
-    the other bench scripts)."""
-    print(json.dumps(report, indent=2))
-    if not quick:
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        with open(out, "w") as f:
-            json.dump(report, f, indent=2)
+    partial = args.quick or len(results) < 2  # not a measurement: under results/smoke/
+    out = publish(report, args.out, partial)
+    if len(results) == 2:
+        plot(report, os.path.splitext(out)[0] + ".png")
 
 
 def plot(report: dict, path: str) -> None:

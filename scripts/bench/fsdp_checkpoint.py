@@ -1,7 +1,7 @@
 """Memory a checkpoint adds to each FSDP2 rank: strategy.fsdp_state=full (gathered on rank 0) vs sharded.
 
-    python scripts/bench_fsdp_checkpoint.py           # ~100M GPT-2-shaped model, 2 CPU workers (~4 min here)
-    python scripts/bench_fsdp_checkpoint.py --quick   # a small model, for a smoke test
+    python scripts/bench/fsdp_checkpoint.py           # ~100M GPT-2-shaped model, 2 CPU workers (~4 min here)
+    python scripts/bench/fsdp_checkpoint.py --quick   # a small model, for a smoke test (writes under results/smoke/)
 
 Each mode trains the same 4 steps with a checkpoint at step 2 (not the last, so sharded state writes no
 consolidated model) and sync upload (the whole write happens inside the measured window). Each rank
@@ -16,18 +16,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 
-from bench_checkpoint import MODEL, QUICK_MODEL, ROOT, publish
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from scripts.bench.common import GPT2_SMALL, GPT2_TINY, machine, publish  # noqa: E402
 
 
 def run(state: str, quick: bool) -> dict:
     storage = tempfile.mkdtemp(prefix="rtune-bench-fsdp-")
-    cmd = [sys.executable, "-m", "rtune", "train", *(QUICK_MODEL if quick else MODEL), "strategy=fsdp",
+    cmd = [sys.executable, "-m", "rtune", "train", *(GPT2_TINY if quick else GPT2_SMALL), "strategy=fsdp",
            f"strategy.fsdp_state={state}", "num_workers=2", f"storage_path={storage}", "run_name=fsdp",
            "trainer.max_steps=4", "trainer.checkpoint_every_steps=2", "trainer.eval_every_steps=2",
            "trainer.eval_max_batches=1", "trainer.micro_batch_size=1", "data.seq_len=128",
@@ -59,7 +60,7 @@ def main() -> None:
     report = {
         "what": "memory one checkpoint adds to each FSDP2 rank (peak during the write minus the resident set "
                 "just before; 2 workers on CPU, sync upload, local storage): gathered on rank 0 vs sharded",
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick, **results,
         "rank0_peak_full_minus_sharded_mb": full[0] - sharded[0],
         "rank0_minus_rank1_peak_mb": {"full": full[0] - full[1], "sharded": sharded[0] - sharded[1]}}

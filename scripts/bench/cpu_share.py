@@ -1,16 +1,18 @@
 """Where the cores go while `python -m rtune train num_workers=1` trains at its defaults on a local cluster.
 
-    python scripts/ray_cpu_share.py                       # rtune as it is
-    python scripts/ray_cpu_share.py RAY_event_stats=0 ... # the same with Ray settings in the environment
+    python scripts/bench/cpu_share.py                       # rtune as it is
+    python scripts/bench/cpu_share.py RAY_event_stats=0 ... # the same with Ray settings in the environment
 
-Trains the bench model of scripts/bench.py (GPT-2 architecture 4 x 256, micro batch 8 x 256 tokens), waits
-for step 10, then reads every process's CPU time from /proc over a 40 s window: the training worker (the
-busiest process) and everything else on the machine (Ray's GCS, raylet, dashboard, log monitor, the Train
-controller and its helper actors, the driver). Prints one JSON line: cores each used, steps per second.
+Trains the bench model of scripts/bench/throughput.py (GPT-2 architecture 4 x 256, micro batch 8 x 256
+tokens), waits for step 10, then reads every process's CPU time from /proc over a 40 s window: the training
+worker (the busiest process) and everything else on the machine (Ray's GCS, raylet, dashboard, log monitor,
+the Train controller and its helper actors, the driver). Prints one JSON line: cores each used, steps per second, the
+machine (results/benchmarks/ray_cpu_share.json gathers such lines; this script writes no file).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -19,7 +21,10 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from scripts.bench.common import machine  # noqa: E402
+
 HZ = os.sysconf("SC_CLK_TCK")
 
 
@@ -66,8 +71,15 @@ def measure(env_extra: dict, window_s: float = 40) -> dict:
     worker, others = busy[0], busy[1:]
     return {"env": env_extra, "worker_cores": round(worker[0], 3),
             "others_cores": round(sum(c for c, _ in others), 3), "steps_per_s": round((steps1 - steps0) / (t1 - t0), 3),
-            "busiest_others": [[round(c, 3), cmd] for c, cmd in others[:8]]}
+            "busiest_others": [[round(c, 3), cmd] for c, cmd in others[:8]], "machine": machine()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("env", nargs="*", metavar="KEY=VALUE", help="set in the environment of the run")
+    args = parser.parse_args()
+    print(json.dumps(measure(dict(arg.split("=", 1) for arg in args.env))), flush=True)
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure(dict(arg.split("=", 1) for arg in sys.argv[1:]))), flush=True)
+    main()

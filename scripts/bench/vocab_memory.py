@@ -7,7 +7,7 @@ token ([4096, 151646] = 2.5 GB) plus their log-softmax and gradient; rtune's `To
 them in chunks under activation checkpointing. Each mode runs in a fresh process; peak resident memory
 (VmHWM) is measured around the step alone and for the whole process.
 
-    python scripts/bench_vocab_memory.py          # writes results/benchmarks/vocab_memory.json
+    python scripts/bench/vocab_memory.py          # writes results/benchmarks/vocab_memory.json
 """
 
 from __future__ import annotations
@@ -15,21 +15,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from scripts.bench.common import machine, write_json  # noqa: E402
+
 OUT = os.path.join(ROOT, "results", "benchmarks", "vocab_memory.json")
 VOCAB, BATCH, SEQ = 151_646, 4, 1024
+THREADS = 2  # torch threads of each mode's process
 
 
 def child(mode: str) -> dict:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from rtune.metrics import peak_rss_mb, reset_peak_rss
+    from rtune.memory import peak_rss_mb, reset_peak_rss
     from rtune.tokens import chunk_tokens_for
     from rtune.worker.lm import TokenLogprobs
 
@@ -59,6 +62,7 @@ def child(mode: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--child", choices=["plain", "chunked"])
+    parser.add_argument("--out", default=OUT)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child)))
@@ -66,7 +70,7 @@ def main() -> None:
     runs = {}
     for mode in ("plain", "chunked"):
         proc = subprocess.run([sys.executable, __file__, "--child", mode], capture_output=True, text=True, cwd=ROOT,
-                              env={**os.environ, "OMP_NUM_THREADS": "2"})
+                              env={**os.environ, "OMP_NUM_THREADS": str(THREADS)})
         if proc.returncode != 0:
             raise SystemExit(proc.stderr[-3000:])
         runs[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -74,17 +78,15 @@ def main() -> None:
     result = {
         "what": f"one forward+backward, {BATCH} x {SEQ} tokens, vocabulary {VOCAB:,}, Qwen2-shaped model of "
                 f"{runs['plain']['params']:,} parameters, fp32, CPU; peak RSS of the step's process (VmHWM)",
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads 2",
+        "machine": machine(), "torch_threads": THREADS,
         "date": time.strftime("%Y-%m-%d"),
         "runs": runs,
         "same_loss": abs(runs["plain"]["loss"] - runs["chunked"]["loss"]) < 1e-4,
         "peak_ratio_plain_over_chunked": round(runs["plain"]["peak_rss_mb"] / runs["chunked"]["peak_rss_mb"], 2),
     }
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    with open(OUT, "w") as f:
-        json.dump(result, f, indent=2)
+    out = write_json(result, args.out, smoke=False)
     print(f"peak {runs['plain']['peak_rss_mb']} MB -> {runs['chunked']['peak_rss_mb']} MB "
-          f"({result['peak_ratio_plain_over_chunked']}x lower), same loss: {result['same_loss']} -> {OUT}")
+          f"({result['peak_ratio_plain_over_chunked']}x lower), same loss: {result['same_loss']} -> {out}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Throughput and start-up, side by side in one invocation: writes results/benchmarks/throughput.json.
+"""Throughput and start-up, side by side in one invocation: writes results/benchmarks/throughput.json and .png.
 
-    python scripts/bench.py               # 3 interleaved rounds, ~26 min on a 2-core CPU
-    python scripts/bench.py --rounds 1    # one draw of each, ~9 min
-    python scripts/bench.py --quick       # a smoke test (CI): tiny model, few steps, no timing claims
+    python scripts/bench/throughput.py               # 3 interleaved rounds, ~26 min on a 2-core CPU
+    python scripts/bench/throughput.py --rounds 1    # one draw of each, ~9 min
+    python scripts/bench/throughput.py --quick       # a smoke test (CI): tiny model, few steps, no timing claims;
+                                                     # writes results/smoke/throughput.json and .png
 
 The systems train the same model (GPT-2 architecture, 4 x 256, built from config with the same seed)
 on the same packed blocks of the bundled Rust corpus, with the same micro batch, sequence length,
@@ -38,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -46,7 +46,10 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from scripts.bench.common import machine, median_of, write_json  # noqa: E402
+
 SHAPE = {"n_layer": 4, "n_embd": 256, "n_head": 4}
 SEQ_LEN, MICRO_BATCH, SEED = 256, 8, 1234
 
@@ -58,8 +61,8 @@ def rtune_overrides(quick: bool) -> list[str]:
 
 def prepare(quick: bool):
     from rtune.compose import compose_config
-    from rtune.config import finalize
     from rtune.data.pipeline import prepare_data
+    from rtune.driver.preflight import finalize
 
     cfg = finalize(compose_config(rtune_overrides(quick)))
     prepared, tokenizer = prepare_data(cfg)
@@ -218,19 +221,6 @@ def launch_rtune_kept(workers: int, args) -> dict:
         subprocess.run([sys.executable, "-m", "rtune", "down"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
-def median_of(runs: list[dict]) -> dict:
-    """One system over its rounds: the median of each figure, and every round's figures under `runs`."""
-    if len(runs) == 1:
-        return runs[0]
-    out = {}
-    for key, first in runs[0].items():
-        if isinstance(first, (int, float)):
-            out[key] = round(statistics.median(r[key] for r in runs), 3)
-        elif isinstance(first, list):  # per process: the median of each process over the rounds
-            out[key] = [round(statistics.median(r[key][i] for r in runs)) for i in range(len(first))]
-    return {**out, "runs": runs}
-
-
 def summarize(times, tokens, rss, t0, wall, warmup) -> dict:
     return {"steady_tokens_per_s": round(steady(times, tokens, warmup), 1),
             "time_to_first_step_s": round(times[0] - t0, 2), "wall_s": round(wall, 2),
@@ -271,14 +261,6 @@ def plot(results: dict, path: str) -> None:
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-
-
-def machine() -> dict:
-    import torch
-
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__}
 
 
 def main() -> None:
@@ -339,10 +321,8 @@ def main() -> None:
         "ratios_per_round": per_round,
         "packing": packing_efficiency(args.quick),
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    plot(results, os.path.splitext(args.out)[0] + ".png")
+    out = write_json(report, args.out, smoke=args.quick)
+    plot(results, os.path.splitext(out)[0] + ".png")
     print(json.dumps(report["ratios"]), json.dumps(report["packing"]))
 
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Start a Ray cluster node for rtune on this machine.
 #
-#   scripts/start_cluster.sh                      head node: GCS on port 6379, dashboard + Jobs API on
+#   scripts/cluster/start_cluster.sh                      head node: GCS on port 6379, dashboard + Jobs API on
 #                                                 http://127.0.0.1:8265 (loopback only; reach it with ssh -L)
 #                                                 (Ray's own processes listen on the machine's address so that
 #                                                 other nodes can join; `python -m rtune up` is loopback-only)
-#   scripts/start_cluster.sh --join HEAD:PORT     worker node: join the head at HEAD:PORT (run on each extra machine)
+#   scripts/cluster/start_cluster.sh --join HEAD:PORT     worker node: join the head at HEAD:PORT (run on each extra machine)
 #
 # Options (or the environment variables in brackets):
 #   --port N            GCS port of the head [RTUNE_RAY_PORT, 6379]
@@ -16,7 +16,7 @@
 #   --num-gpus N        GPUs this node offers to Ray [RTUNE_NUM_GPUS, all detected]
 #
 # The node runs under `ray start --block` in its own session; its pid and temp dir are recorded in
-# $RTUNE_CLUSTER_DIR (default ~/.cache/rtune/cluster-<port>), so scripts/stop_cluster.sh stops exactly
+# $RTUNE_CLUSTER_DIR (default ~/.cache/rtune/cluster-<port>), so scripts/cluster/stop_cluster.sh stops exactly
 # this node and nothing else Ray runs on the machine. Token authentication is on (Ray's default):
 # clients read ~/.ray/auth_token; worker nodes on other machines need the same file (or RAY_AUTH_TOKEN).
 set -euo pipefail
@@ -45,7 +45,7 @@ name=$([ -n "$join" ] && echo "worker-${join//[:.]/-}" || echo "$port")
 state_dir=${RTUNE_CLUSTER_DIR:-$HOME/.cache/rtune/cluster-$name}
 mkdir -p "$state_dir"
 if [ -f "$state_dir/pid" ] && kill -0 "$(cat "$state_dir/pid")" 2>/dev/null; then
-  echo "start_cluster.sh: a node started by this script is already running (pid $(cat "$state_dir/pid")); stop it with scripts/stop_cluster.sh $([ -n "$join" ] && echo "--join $join" || echo "--port $port")" >&2
+  echo "start_cluster.sh: a node started by this script is already running (pid $(cat "$state_dir/pid")); stop it with scripts/cluster/stop_cluster.sh $([ -n "$join" ] && echo "--join $join" || echo "--port $port")" >&2
   exit 2
 fi
 # Unix socket paths live under the temp dir and must stay short (< 108 bytes).
@@ -89,7 +89,7 @@ if [ -n "$join" ]; then
     sleep 1
   done
   echo "worker node joined $join (pid $(cat "$state_dir/pid"), log $state_dir/ray.log)"
-  echo "stop it with: scripts/stop_cluster.sh --join $join"
+  echo "stop it with: scripts/cluster/stop_cluster.sh --join $join"
   exit 0
 fi
 
@@ -105,8 +105,8 @@ for _ in $(seq 1 90); do
 Ray head started (pid $(cat "$state_dir/pid"), log $state_dir/ray.log)
   dashboard + Jobs API: $url   (auth token: ~/.ray/auth_token)
   submit a run:         python -m rtune submit --address $url -- train trainer.max_steps=50
-  add a worker node:    scripts/start_cluster.sh --join $host:$port   (on that machine, with the same ~/.ray/auth_token)
-  stop:                 scripts/stop_cluster.sh --port $port
+  add a worker node:    scripts/cluster/start_cluster.sh --join $host:$port   (on that machine, with the same ~/.ray/auth_token)
+  stop:                 scripts/cluster/stop_cluster.sh --port $port
 MSG
     exit 0
   fi

@@ -14,8 +14,8 @@ different question (an explanation where code was asked for, code where an expla
 explanation of a different function. Every code block is compiled with rustc when generating (`--check` also runs the
 unit tests), so the sets teach code that builds.
 
-    python scripts/make_rust_chat.py            # writes rtune/sample_data/rust_chat/ and rust_preference/
-    python scripts/make_rust_chat.py --check    # also compiles and tests every function
+    python scripts/data/make_rust_chat.py            # writes rtune/sample_data/rust_chat/ and rust_preference/
+    python scripts/data/make_rust_chat.py --check    # also compiles and tests every function
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rust_tasks import Spec, all_specs  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1] / "rtune/sample_data"
+ROOT = Path(__file__).resolve().parents[2] / "rtune/sample_data"
 SEED = 20261122
 
 SYSTEM_PROMPTS = [

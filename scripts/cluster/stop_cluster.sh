@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Stop the Ray node that scripts/start_cluster.sh started, and only that one (other Ray clusters on
+# Stop the Ray node that scripts/cluster/start_cluster.sh started, and only that one (other Ray clusters on
 # this machine keep running; `ray stop` would kill them all).
 #
-#   scripts/stop_cluster.sh [--port N]        the head started with that GCS port [RTUNE_RAY_PORT, 6379]
-#   scripts/stop_cluster.sh --join HEAD:PORT  the worker node that joined HEAD:PORT
+#   scripts/cluster/stop_cluster.sh [--port N]        the head started with that GCS port [RTUNE_RAY_PORT, 6379]
+#   scripts/cluster/stop_cluster.sh --join HEAD:PORT  the worker node that joined HEAD:PORT
 set -euo pipefail
 
 port=${RTUNE_RAY_PORT:-6379}

@@ -1,8 +1,8 @@
 """Time to first step of the default 2-worker run, before/after start-up changes.
 
-    python scripts/startup.py --label after --baseline-repo /path/to/old/checkout --runs 2
-    python scripts/startup.py --multirun --label after --baseline-repo /path/to/old/checkout --runs 1
-    python scripts/startup.py --kept --label after --runs 3
+    python scripts/bench/startup.py --label after --baseline-repo /path/to/old/checkout --runs 2
+    python scripts/bench/startup.py --multirun --label after --baseline-repo /path/to/old/checkout --runs 1
+    python scripts/bench/startup.py --kept --label after --runs 3
 
 With --kept, `python -m rtune up` starts a local cluster first and every measured run joins it (what
 repeated runs on one machine get); `python -m rtune down` stops it at the end.
@@ -25,7 +25,9 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from scripts.bench.common import destination, machine, write_json  # noqa: E402
 
 
 def sweep_run(repo: str = ROOT) -> dict:
@@ -80,10 +82,11 @@ def main() -> None:
     finally:
         if args.kept:
             subprocess.run([sys.executable, "-m", "rtune", "down"], check=True, cwd=ROOT)
-    report = json.load(open(args.out)) if os.path.exists(args.out) else {
+    out = destination(args.out, smoke=False)
+    report = json.load(open(out)) if os.path.exists(out) else {
         "what": "time to first step of `python -m rtune train trainer.max_steps=3` (default: tiny GPT-2, 2 CPU "
                 "workers) from process launch; median of interleaved runs after one warm-up run",
-        "cpus": os.cpu_count()}
+        "machine": machine()}
     for label, label_runs in runs.items():
         entry = {"runs": label_runs,
                  "median_time_to_first_step_s": statistics.median(r["time_to_first_step_s"] for r in label_runs),
@@ -91,9 +94,7 @@ def main() -> None:
                  "date": time.strftime("%Y-%m-%d %H:%M")}
         report[label] = entry
         print(label, json.dumps(entry))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
+    write_json(report, out, smoke=False)
 
 
 if __name__ == "__main__":

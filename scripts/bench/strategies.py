@@ -1,7 +1,7 @@
 """Peak memory per worker and trainable parameters: full DDP, LoRA, ZeRO-2, ZeRO-3, FSDP2.
 
-    python scripts/bench_strategies.py              # GPT-2-small shape (12 x 768), 2 CPU workers, ~8 min
-    python scripts/bench_strategies.py --quick      # a 4 x 256 model, for a smoke test
+    python scripts/bench/strategies.py              # GPT-2-small shape (12 x 768), 2 CPU workers, ~8 min
+    python scripts/bench/strategies.py --quick      # a 4 x 256 model, for a smoke test (writes under results/smoke/)
 
 Same model (GPT-2 architecture built from config, random init), same data, micro batch, sequence
 length and step count for every strategy; only `strategy=` / `peft=` change. Each worker reports two
@@ -16,11 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from scripts.bench.common import GPT2_SMALL, machine, write_json  # noqa: E402
 
 ROWS = [
     ("full (DDP)", []),
@@ -40,11 +42,11 @@ def main() -> None:
     import ray
 
     from rtune.compose import compose_config
-    from rtune.driver.launch import init_local_ray, train
+    from rtune.driver.cluster import init_local_ray
+    from rtune.driver.launch import train
 
     shape = (["model.from_config.n_layer=4", "model.from_config.n_embd=256", "model.from_config.n_head=4"]
-             if args.quick else
-             ["model.from_config.n_layer=12", "model.from_config.n_embd=768", "model.from_config.n_head=12"])
+             if args.quick else GPT2_SMALL)
     common = [*shape, "num_workers=2", "data.seq_len=128", "trainer.micro_batch_size=4", "trainer.max_steps=6",
               "trainer.eval_every_steps=6", "trainer.checkpoint_every_steps=6", "trainer.eval_max_batches=1",
               "trainer.log_every_steps=1", "optim.warmup_steps=1"]
@@ -70,13 +72,11 @@ def main() -> None:
         "what": "peak RSS per Ray Train worker and trainable parameters, one model, same batch, 6 steps",
         "model": " ".join(shape) + " (GPT-2 architecture from config)",
         "batch": "2 workers x micro_batch_size 4 x seq_len 128, fp32, CPU (gloo)",
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
         "rows": rows,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
+    write_json(report, args.out, smoke=args.quick)
     print("\n| strategy | trainable params | share | peak RSS while training, per worker (MB) "
           "| whole-run peak RSS per worker (MB) | tokens/s |")
     print("| --- | --- | --- | --- | --- | --- |")

@@ -9,14 +9,18 @@ clusters of 1 node x 1 CPU and 2 nodes x 1 CPU (`ray start`, no dashboard) on th
 bigger cluster gets, with the nodes sharing the box's cores and with each node pinned to a core of its own
 (`--placement`, see `cluster`); and, for the ceiling of this box, two plain processes tokenizing vs one.
 
-    python scripts/bench_data_engine.py            # writes results/benchmarks/data_engine.json
-    python scripts/bench_data_engine.py --quick    # 6 MB / 12 MB smoke run; writes nothing
+    python scripts/bench/data_engine.py            # writes results/benchmarks/data_engine.json
+    python scripts/bench/data_engine.py --quick    # 6 MB / 12 MB smoke run; writes results/smoke/data_engine.json
     # one size, the engines interleaved (order swapped each round), no cluster scaling:
-    python scripts/bench_data_engine.py --sizes 50 --rounds 5 --sizes-only \
+    python scripts/bench/data_engine.py --sizes 50 --rounds 5 --sizes-only \
         --out results/benchmarks/data_engine_50mb.json
     # the cluster scaling alone, 1 and 2 nodes interleaved (order swapped each round):
-    python scripts/bench_data_engine.py --sizes 1024 --rounds 2 --scaling-only \
+    python scripts/bench/data_engine.py --sizes 1024 --rounds 2 --scaling-only \
         --out results/benchmarks/data_engine_scaling.json
+
+A partial run (--sizes, --sizes-only, --scaling-only or --placement other than the defaults) is a measurement
+only where --out names its file, as above; without --out it writes under results/smoke/, never over
+data_engine.json.
 """
 
 from __future__ import annotations
@@ -34,12 +38,12 @@ from typing import Optional
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
-from scripts.bench import median_of  # noqa: E402
-from scripts.bench_checkpoint import publish  # noqa: E402
+from scripts.bench.common import machine, median_of, publish  # noqa: E402
 
 OUT = os.path.join(ROOT, "results", "benchmarks", "data_engine.json")
+SIZES = "50,200,1024"
 FILE_MB = 10
 
 
@@ -73,15 +77,15 @@ def make_corpus(out_dir: str, total_mb: int) -> int:
 def child(args) -> None:
     """One preparation in this fresh process: prints wall time and the driver's memory as JSON."""
     from rtune.compose import compose_config
-    from rtune.config import finalize
     from rtune.data.pipeline import prepare_data
-    from rtune.metrics import peak_rss_mb, rss_mb
+    from rtune.driver.preflight import finalize
+    from rtune.memory import peak_rss_mb, rss_mb
 
     start = time.perf_counter()
     if args.engine == "ray":
         import ray
 
-        from rtune.driver.launch import init_local_ray, worker_env
+        from rtune.driver.cluster import init_local_ray, worker_env
 
         if args.address:
             ray.init(address=args.address, logging_level="warning", runtime_env={"env_vars": worker_env(False)})
@@ -121,7 +125,7 @@ def plain_tokenize(tokenizer_dir: str, files: list) -> None:
 def ceiling(tokenizer_dir: str, corpus: str, n_files: int = 8) -> dict:
     """Wall time of n_files tokenized by one plain process, and by two processes taking half each."""
     files = sorted(os.path.join(corpus, f) for f in os.listdir(corpus))[:n_files]
-    code = "import sys; sys.path.insert(0, sys.argv[1]); from scripts.bench_data_engine import plain_tokenize; " \
+    code = "import sys; sys.path.insert(0, sys.argv[1]); from scripts.bench.data_engine import plain_tokenize; " \
            "plain_tokenize(sys.argv[2], sys.argv[3:])"
 
     def launch(part):
@@ -190,7 +194,7 @@ def cluster(nodes: int, pinned: bool):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--sizes", default="50,200,1024", help="corpus sizes in MB, comma-separated")
+    parser.add_argument("--sizes", default=SIZES, help="corpus sizes in MB, comma-separated")
     parser.add_argument("--rounds", type=int, default=1, help="runs of each engine per size, interleaved")
     parser.add_argument("--sizes-only", action="store_true", help="skip the cluster scaling and the ceiling")
     parser.add_argument("--scaling-only", action="store_true",
@@ -198,7 +202,7 @@ def main() -> None:
     parser.add_argument("--placement", choices=("shared", "pinned", "both"), default="both",
                         help="the scaling's nodes: sharing all cores, or pinned one core each (see cluster); both: "
                              "interleaved in each round")
-    parser.add_argument("--out", default=OUT)
+    parser.add_argument("--out", help=f"default: {os.path.relpath(OUT, ROOT)} (a partial run: under results/smoke/)")
     parser.add_argument("--child", nargs=5, metavar=("ENGINE", "CORPUS", "TOKENIZER", "WORK", "ADDRESS"))
     args = parser.parse_args()
     if args.child:
@@ -211,7 +215,7 @@ def main() -> None:
     sizes = [6, 12] if args.quick else [int(mb) for mb in args.sizes.split(",")]
     scaling_sizes = sizes[-1:]  # the largest corpus: fixed start-up costs weigh least
     work = tempfile.mkdtemp(prefix="rtune-bench-corpora-")
-    report = {"machine": f"{os.cpu_count()} CPUs, this box (no GPU)", "file_mb": FILE_MB, "seq_len": 1024,
+    report = {"machine": machine(), "file_mb": FILE_MB, "seq_len": 1024,
               "date": time.strftime("%Y-%m-%d %H:%M"), "rounds": args.rounds,
               "what": "prepare_data wall time (excludes ray.init, reported apart) and the driver's peak RSS "
                       "(VmHWM), fresh process, empty caches, same tokenizer", "sizes": [], "scaling": []}
@@ -276,7 +280,8 @@ def main() -> None:
                                                   for r in report["sizes"]]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    publish(report, args.out, args.quick)
+    partial = args.sizes != SIZES or args.sizes_only or args.scaling_only or args.placement != "both"
+    publish(report, args.out or OUT, smoke=args.quick or (partial and not args.out))
 
 
 if __name__ == "__main__":

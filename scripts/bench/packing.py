@@ -15,7 +15,7 @@ are padding, and, after the same number of steps, the held-out assistant loss of
 evaluated on every held-out conversation *alone* (isolated rows), so concat's cross-sample attention
 gives it no advantage at evaluation.
 
-    python scripts/bench_packing.py          # writes results/benchmarks/packing.json and packing.png
+    python scripts/bench/packing.py          # writes results/benchmarks/packing.json and packing.png
 """
 
 from __future__ import annotations
@@ -25,14 +25,15 @@ import importlib
 import inspect
 import json
 import os
-import platform
 import random
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+from scripts.bench.common import machine, write_json  # noqa: E402
+
 OUT = os.path.join(ROOT, "results", "benchmarks", "packing.json")
 MODULES = ["json", "os", "os.path", "re", "math", "random", "statistics", "itertools", "functools", "collections",
            "heapq", "bisect", "string", "textwrap", "shutil", "glob", "fnmatch", "csv", "datetime", "calendar",
@@ -74,15 +75,17 @@ def stdlib_conversations(seed: int = 0) -> list:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--out", default=OUT)
     args = parser.parse_args()
 
     import torch
 
     from rtune.compose import compose_config
-    from rtune.config import finalize
     from rtune.data.pipeline import prepare_data
     from rtune.data.rows import PackedRows
-    from rtune.driver.launch import init_local_ray, train
+    from rtune.driver.cluster import init_local_ray
+    from rtune.driver.launch import train
+    from rtune.driver.preflight import finalize
     from rtune.inference import load_model
     from rtune.metrics import read_metrics
     from rtune.worker.lm import TokenLogprobs
@@ -101,9 +104,9 @@ def main() -> None:
     rows = []
     for data_name, data in datasets.items():
         common = [*data, "data.seq_len=512", "num_workers=2", "trainer.micro_batch_size=8",
-                  f"trainer.max_steps={args.steps}", "trainer.log_every_steps=5", f"trainer.eval_every_steps={args.steps}",
-                  f"trainer.checkpoint_every_steps={args.steps}", "trainer.eval_max_batches=1",
-                  f"storage_path={work}", "data.truncation=truncate"]
+                  f"trainer.max_steps={args.steps}", "trainer.log_every_steps=5",
+                  f"trainer.eval_every_steps={args.steps}", f"trainer.checkpoint_every_steps={args.steps}",
+                  "trainer.eval_max_batches=1", f"storage_path={work}", "data.truncation=truncate"]
         isolated_val = None
         for packing in ("none", "isolated", "concat"):
             cfg = compose_config([*common, f"data.packing={packing}", f"run_name={len(rows)}-{packing}"])
@@ -136,13 +139,11 @@ def main() -> None:
                                                              / by["concat"]["target_tokens_per_s"], 3)}
     result = {"what": "chat SFT packing, tiny GPT-2 (4 layers, 128 wide) built from config, seq_len 512, micro batch 8,"
                       f" 2 workers x 1 CPU, {args.steps} steps each; steady state leaves out the first 10 steps",
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
+              "machine": machine(), "date": time.strftime("%Y-%m-%d"),
               "targets": "isolated >= 2x none and within 5% of concat (loss-bearing tokens/s)",
               "rows": rows, "ratios": ratios}
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    with open(OUT, "w") as f:
-        json.dump(result, f, indent=2)
-    plot(rows, list(datasets), OUT.replace(".json", ".png"))
+    out = write_json(result, args.out, smoke=False)
+    plot(rows, list(datasets), os.path.splitext(out)[0] + ".png")
     print("| data | packing | loss-bearing tokens/s | padding share of computed tokens | held-out assistant loss |")
     print("| --- | --- | --- | --- | --- |")
     for r in rows:
@@ -164,7 +165,8 @@ def plot(rows, data_names, path: str) -> None:
         by = {r["packing"]: r for r in rows if r["data"] == data_name}
         xs = [i + (k - 0.5) * width for i in range(3)]
         axes[0].bar(xs, [by[p]["target_tokens_per_s"] for p in packings], width, label=data_name.split(" (")[0])
-        axes[1].bar(xs, [100 * by[p]["padding_share_of_computed"] for p in packings], width, label=data_name.split(" (")[0])
+        axes[1].bar(xs, [100 * by[p]["padding_share_of_computed"] for p in packings], width,
+                    label=data_name.split(" (")[0])
     for ax, label in zip(axes, ["loss-bearing tokens / s", "padding share of computed tokens (%)"]):
         ax.set_xticks(range(3), packings)
         ax.set_ylabel(label)
