@@ -21,6 +21,8 @@ import platform
 import statistics
 import sys
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BENCHMARKS = os.path.join(ROOT, "results", "benchmarks")  # committed figures: measurements only
 SMOKE = os.path.join(ROOT, "results", "smoke")  # smoke and partial runs (git-ignored)
@@ -91,3 +93,30 @@ def publish(report: dict, out: str, smoke: bool) -> str:
     run (--quick, one mode of two, ...) under results/smoke/, never over a committed figure. Returns the path."""
     print(json.dumps(report, indent=2))
     return write_json(report, out, smoke)
+
+
+def make_corpus(out_dir: str, total_mb: int, file_mb: int = 10) -> int:
+    """JSON-lines files of ~file_mb of Rust documents: the bundled sample's files with renamed identifiers
+    and shuffled blocks, so no two documents are the same. Returns the bytes written."""
+    import datasets
+
+    base = datasets.load_dataset(os.path.join(ROOT, "rtune", "sample_data", "rust_sample"), data_dir="data/rust",
+                                 split="train")["content"]
+    blocks = [b for doc in base for b in doc.split("\n\n") if b.strip()]
+    rng = np.random.default_rng(0)
+    os.makedirs(out_dir, exist_ok=True)
+    written, index = 0, 0
+    while written < total_mb * 2**20:
+        size, path = 0, os.path.join(out_dir, f"train-{index:05d}.jsonl")
+        with open(path, "w") as f:
+            while size < min(file_mb, total_mb) * 2**20:
+                picked = rng.choice(len(blocks), size=int(rng.integers(4, 24)))
+                suffix = f"_{int(rng.integers(1e6))}"
+                text = "\n\n".join(blocks[i] for i in picked).replace("fn ", f"fn x{suffix}").replace(
+                    "struct ", f"struct S{suffix}")
+                line = json.dumps({"content": text, "size": len(text)}) + "\n"
+                f.write(line)
+                size += len(line)
+        written += size
+        index += 1
+    return written

@@ -36,42 +36,14 @@ import tempfile
 import time
 from typing import Optional
 
-import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
-from scripts.bench.common import machine, median_of, publish  # noqa: E402
+from scripts.bench.common import machine, make_corpus, median_of, publish  # noqa: E402
 
 OUT = os.path.join(ROOT, "results", "benchmarks", "data_engine.json")
 SIZES = "50,200,1024"
 FILE_MB = 10
-
-
-def make_corpus(out_dir: str, total_mb: int) -> int:
-    """JSON-lines files of ~FILE_MB of Rust documents: the bundled sample's files with renamed identifiers
-    and shuffled blocks, so no two documents are the same. Returns the bytes written."""
-    import datasets
-
-    base = datasets.load_dataset(os.path.join(ROOT, "rtune", "sample_data", "rust_sample"), data_dir="data/rust",
-                                 split="train")["content"]
-    blocks = [b for doc in base for b in doc.split("\n\n") if b.strip()]
-    rng = np.random.default_rng(0)
-    os.makedirs(out_dir, exist_ok=True)
-    written, index = 0, 0
-    while written < total_mb * 2**20:
-        size, path = 0, os.path.join(out_dir, f"train-{index:05d}.jsonl")
-        with open(path, "w") as f:
-            while size < min(FILE_MB, total_mb) * 2**20:
-                picked = rng.choice(len(blocks), size=int(rng.integers(4, 24)))
-                suffix = f"_{int(rng.integers(1e6))}"
-                text = "\n\n".join(blocks[i] for i in picked).replace("fn ", f"fn x{suffix}").replace(
-                    "struct ", f"struct S{suffix}")
-                line = json.dumps({"content": text, "size": len(text)}) + "\n"
-                f.write(line)
-                size += len(line)
-        written += size
-        index += 1
-    return written
 
 
 def child(args) -> None:
@@ -229,7 +201,7 @@ def main() -> None:
         corpora = {}
         for mb in sizes:
             corpus = os.path.join(work, f"corpus-{mb}")
-            corpora[mb] = (corpus, make_corpus(corpus, mb) / 2**20)
+            corpora[mb] = (corpus, make_corpus(corpus, mb, FILE_MB) / 2**20)
             if args.scaling_only:
                 continue
             row = {"corpus_mb": round(corpora[mb][1]), "files": len(os.listdir(corpus))}
