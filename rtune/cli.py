@@ -20,8 +20,13 @@ USAGE = """usage: python -m rtune <command> ...
 commands:
   train [KEY=VALUE ...]           fine-tune a causal LM on Ray Train (see `python -m rtune train --help`)
   export <checkpoint> <out_dir>   a standalone HF model dir (LoRA merged), tokenizer and model card
-  generate <checkpoint or model dir> [prompt=...] [max_new_tokens=64] [temperature=0] [top_p=1] [seed=0]
-                                  [chat=true [system=...]]: the prompt as a user turn, only the reply printed
+  generate <checkpoint, model dir or hub id> prompt=... [max_new_tokens=64] [temperature=0] [top_p=1] [top_k=0]
+                                  [n=1] [seed=0] [chat=true [system=...]]: with chat the prompt is a user turn
+  generate <model> prompts=<file.jsonl> output=<file.jsonl> [n=4 temperature=0.8 ... shard_size=16 num_actors=2]
+                                  a whole prompt file on the cluster (engine actors), in shards a re-run skips
+  eval <checkpoint | model dir | run dir | hub id> [...] [benchmark=rust_eval] [samples=10 k=[1,5,10]
+                                  temperature=0.8] [storage_path=results run_name=...]: pass@k by running the
+                                  code (rustc, sandboxed); --canonical scores the benchmark's own solutions
   tune [KEY=VALUE ...] 'search.space={optim.lr: "loguniform(1e-5,1e-3)"}' [search.num_samples=8]
                                   Ray Tune search over runs, early stopping with ASHA; summary + plot
   docs [--write | --check]         the configuration reference (docs/configuration.md), generated from the schema
@@ -124,16 +129,59 @@ def boolean(text: str) -> bool:
     return text.lower() in ("true", "1", "yes")
 
 
+GENERATE_OPTIONS = {"prompt": str, "prompts": str, "output": str, "max_new_tokens": int, "temperature": float,
+                    "top_p": float, "top_k": int, "n": int, "seed": int, "chat": boolean, "system": str,
+                    "details": boolean, "backend": str, "max_batch_size": int, "num_actors": int,
+                    "cpus_per_actor": int, "shard_size": int, "use_gpu": boolean, "ray_address": str}
+_CLUSTER_ONLY = ("prompts", "output", "details", "backend", "max_batch_size", "num_actors", "cpus_per_actor",
+                 "shard_size", "use_gpu", "ray_address")
+
+
 def _generate(args: List[str]) -> None:
     from rtune.inference import generate, parse_kv
 
     if not args or "=" in args[0]:
-        raise UserError("usage: python -m rtune generate <checkpoint or model dir> prompt=\"fn main() {\" ...")
-    options = parse_kv(args[1:], {"prompt": str, "max_new_tokens": int, "temperature": float, "top_p": float,
-                                  "seed": int, "chat": boolean, "system": str})
+        raise UserError("usage: python -m rtune generate <checkpoint, model dir or hub id> prompt=\"fn main() {\" ... "
+                        "| prompts=<file.jsonl> output=<file.jsonl> ...")
+    model = os.path.abspath(args[0]) if os.path.exists(args[0]) else args[0]
+    options = parse_kv(args[1:], GENERATE_OPTIONS)
+    if "prompts" in options or "output" in options:
+        return _generate_file(model, options)
     if "prompt" not in options:
-        raise UserError('generate needs a prompt: prompt="fn main() {"')
-    print(generate(os.path.abspath(args[0]), **options))
+        raise UserError('generate needs a prompt: prompt="fn main() {" (or prompts=<file.jsonl> output=<file.jsonl>)')
+    extra = sorted(k for k in options if k in _CLUSTER_ONLY)
+    if extra:
+        raise UserError(f"{', '.join(extra)} go with prompts=<file.jsonl> output=<file.jsonl> (generation on the "
+                        "cluster); a single prompt= runs here")
+    print(generate(model, **options))
+
+
+def _generate_file(model: str, options: dict) -> None:
+    """`generate prompts=... output=...`: the whole file on the cluster, in shards a re-run skips."""
+    from rtune.driver.generation import generate_file
+    from rtune.engine import Sampling
+
+    if "prompts" not in options or "output" not in options or "prompt" in options:
+        raise UserError("generation on the cluster takes prompts=<file.jsonl> and output=<file.jsonl> (not prompt=)")
+    overrides = [f"generation.{k}={options.pop(k)}" for k in ("backend", "max_batch_size", "num_actors",
+                                                              "cpus_per_actor", "shard_size") if k in options]
+    overrides += [f"{k}={options.pop(k)}" for k in ("use_gpu", "ray_address") if k in options]
+    cfg = compose_config(overrides)
+    cfg.generation.check()
+    sampling = Sampling(**{k: options.pop(k) for k in ("max_new_tokens", "temperature", "top_p", "top_k", "n", "seed")
+                           if k in options})
+    sampling.check()
+    report = generate_file(cfg, model, options.pop("prompts"), options.pop("output"), sampling, **options)
+    print(f"[rtune] generate: {report['rows']} prompts -> {report['output']} ({report['shards']} shards, "
+          f"{report['skipped']} found finished and skipped; {report['generated_tokens']:,} tokens generated by "
+          f"{report['actors']} actor(s) in {report['seconds']} s)", flush=True)
+
+
+def _eval(args: List[str]) -> None:
+    from rtune.driver.evaluate import parse_eval_args, print_summary, run_eval
+
+    models, canonical, overrides = parse_eval_args(args)
+    print_summary(run_eval(compose_config(overrides), models, canonical))
 
 
 def _up_down(command: str, args: List[str]) -> None:
@@ -159,6 +207,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _guarded(lambda: _export(rest))
     if command == "generate":
         return _guarded(lambda: _generate(rest))
+    if command == "eval":
+        return _guarded(lambda: _eval(rest))
     if command == "tune":
         from rtune.driver.search import run_search
 
@@ -178,7 +228,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if command in ("up", "down"):
         return _guarded(lambda: _up_down(command, rest))
     if command != "train":
-        print(f"rtune: error: unknown command {command!r}: use train, tune, submit, up, down, export, generate or docs",
+        print(f"rtune: error: unknown command {command!r}: use train, eval, generate, tune, submit, up, down, export "
+              "or docs",
               file=sys.stderr)
         return 2
     if any(arg.split("=")[0] in HYDRA_FLAGS for arg in rest):

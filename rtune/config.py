@@ -173,7 +173,13 @@ class TrainerConfig:
         eval_every_steps: Evaluate the validation loss every this many steps (and at the end).
         eval_max_batches: Cap on validation micro-batches per worker per evaluation (null: all).
         checkpoint_every_steps: Save and report a checkpoint every this many steps (and at the end).
-        keep_checkpoints: Checkpoints Ray keeps: the best by eval loss, plus always the latest.
+        keep_checkpoints: Checkpoints Ray keeps: the best by `checkpoint_metric`, plus always the latest.
+        checkpoint_metric: What "best" means among checkpoints: `eval_loss`, or any metric every checkpoint's
+            evaluation logs (e.g. `eval_pass@1` with eval_generate_every_steps, DPO's `eval_reward_accuracy`).
+        checkpoint_mode: `min` or `max` of checkpoint_metric.
+        eval_generate_every_steps: Every this many steps (and at step 0 and the end) the workers generate
+            `eval.samples` completions for `eval.max_tasks` tasks of `eval.benchmark` with their current model and
+            the verifier scores them: logged as `eval_pass@1` (null: never).
         checkpoint_upload: `async` (training goes on while a checkpoint is copied to storage; Ray's
             CheckpointUploadMode.ASYNC) or `sync` (training waits for the copy). Either way a checkpoint
             counts only once every file has arrived (its marker lists them), so a run never resumes from
@@ -201,6 +207,9 @@ class TrainerConfig:
     checkpoint_upload: str = "async"
     save_hf_every_checkpoint: bool = False
     keep_checkpoints: int = 2
+    checkpoint_metric: str = "eval_loss"
+    checkpoint_mode: str = "min"
+    eval_generate_every_steps: Optional[int] = None
     log_every_steps: int = 10
     max_grad_norm: float = 1.0
     precision: str = "fp32"
@@ -218,6 +227,10 @@ class TrainerConfig:
                             f"{self.logits_chunk_tokens}")
         _one_of("trainer.checkpoint_upload", self.checkpoint_upload, ("sync", "async"), "sync or async")
         _one_of("trainer.precision", self.precision, PRECISIONS)
+        _one_of("trainer.checkpoint_mode", self.checkpoint_mode, ("min", "max"), "min or max")
+        if self.eval_generate_every_steps is not None and self.eval_generate_every_steps < 1:
+            raise UserError(f"trainer.eval_generate_every_steps must be at least 1 (or null: never), got "
+                            f"{self.eval_generate_every_steps}")
         if self.max_failures < 0 or self.max_grad_norm < 0:
             raise UserError("optim.warmup_steps, trainer.max_failures and trainer.max_grad_norm must be >= 0")
         if self.global_batch_size is not None:
@@ -426,6 +439,96 @@ class TrackingConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Evaluation that runs the code a model writes: `rtune eval`, and trainer.eval_generate_every_steps.
+
+    Args:
+        benchmark: `rust_eval` (bundled: 155 Rust tasks with tests) or a JSONL file of tasks with task_id, prompt,
+            test, entry_point and optional canonical_solution (HumanEval / MultiPL-E fields).
+        verifier: How a completion is scored: `rust_tests` (build and run the task's tests in the sandbox),
+            `rust_compiles`, `exact_match` (field answer), `regex` (field pattern) or a function pkg.module:function
+            taking (prompt, completion, **columns) and returning a score.
+        samples: Completions per task (the n of pass@k).
+        k: The k of each pass@k to report (each at most samples).
+        temperature: Sampling temperature (0: greedy, the same completion every sample).
+        top_p: Nucleus sampling (1: off).
+        max_new_tokens: Tokens per completion at most.
+        max_tasks: Only the first this many tasks (null: all).
+        prompt_style: `completion` (the code prefix, continued up to the function's closing brace) or `chat` (the
+            task as a user turn with the model's chat template; the code taken from the reply).
+        timeout_s: Wall-clock seconds a check's tests may run (as MultiPL-E: 5); compiling has its own limit.
+        seed: Sampling seed (the same seed gives the same completions).
+        harness: null (the benchmark above) or `lm_eval` (EleutherAI's lm-evaluation-harness on `tasks`).
+        tasks: lm-evaluation-harness task names, or paths of task YAML files (harness=lm_eval).
+    """
+
+    benchmark: str = "rust_eval"
+    verifier: str = "rust_tests"
+    samples: int = 1
+    k: List[int] = field(default_factory=lambda: [1])
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    max_tasks: Optional[int] = None
+    prompt_style: str = "completion"
+    timeout_s: float = 5.0
+    seed: int = 0
+    harness: Optional[str] = None
+    tasks: List[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        _at_least_one({"eval.samples": self.samples, "eval.max_new_tokens": self.max_new_tokens})
+        if self.max_tasks is not None and self.max_tasks < 1:
+            raise UserError(f"eval.max_tasks must be at least 1 (or null: all), got {self.max_tasks}")
+        if not self.k or any(not isinstance(k, int) or k < 1 or k > self.samples for k in self.k):
+            raise UserError(f"eval.k={list(self.k)} must list whole numbers from 1 to eval.samples={self.samples}: "
+                            f"e.g. k=[1] or samples={max([k for k in self.k if isinstance(k, int)] or [1])}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise UserError(f"eval.temperature must be >= 0 (got {self.temperature}) and eval.top_p in (0, 1] "
+                            f"(got {self.top_p})")
+        _one_of("eval.prompt_style", self.prompt_style, ("completion", "chat"), "completion or chat")
+        if self.timeout_s <= 0:
+            raise UserError(f"eval.timeout_s must be positive, got {self.timeout_s}")
+        if self.harness not in (None, "lm_eval"):
+            raise UserError(f"eval.harness must be lm_eval or null, got {self.harness!r}")
+        if self.harness == "lm_eval" and not self.tasks:
+            raise UserError("eval.harness=lm_eval needs eval.tasks=[...] (lm-evaluation-harness task names)")
+
+
+@dataclass
+class GenerationConfig:
+    """How generation runs on the cluster (`rtune generate prompts=...`, `rtune eval`).
+
+    Args:
+        backend: `transformers` (CPU and GPU; batched prompts with a KV cache) or `vllm` (GPU; install
+            `rtune[vllm]`; LoRA checkpoints are served as adapters).
+        max_batch_size: Sequences (prompts x samples) one engine decodes together.
+        num_actors: Engine actors (null: one per GPU with use_gpu, else one per cpus_per_actor CPUs on offer).
+        cpus_per_actor: CPU cores each engine actor reserves (its torch threads).
+        shard_size: Prompts per output shard: what a re-run finds finished and skips.
+        vllm_gpu_memory_utilization: The share of each GPU vLLM may take (backend=vllm).
+    """
+
+    backend: str = "transformers"
+    max_batch_size: int = 16
+    num_actors: Optional[int] = None
+    cpus_per_actor: int = 1
+    shard_size: int = 16
+    vllm_gpu_memory_utilization: float = 0.85
+
+    def check(self) -> None:
+        _one_of("generation.backend", self.backend, ("transformers", "vllm"), "transformers or vllm")
+        _at_least_one({"generation.max_batch_size": self.max_batch_size, "generation.cpus_per_actor":
+                       self.cpus_per_actor, "generation.shard_size": self.shard_size})
+        if self.num_actors is not None and self.num_actors < 1:
+            raise UserError(f"generation.num_actors must be at least 1 (or null: from the resources), got "
+                            f"{self.num_actors}")
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            raise UserError(f"generation.vllm_gpu_memory_utilization must be in (0, 1], got "
+                            f"{self.vllm_gpu_memory_utilization}")
+
+
+@dataclass
 class SearchConfig:
     """Ray Tune search, used by `python -m rtune tune` (ignored by `train`).
 
@@ -481,6 +584,8 @@ class RTuneConfig:
             that finished and resumes the others.
         search: Ray Tune search space and scheduler (`python -m rtune tune`).
         tracking: Experiment trackers (TensorBoard, MLflow, W&B).
+        eval: Evaluation by running generated code (`rtune eval`, trainer.eval_generate_every_steps).
+        generation: Generation on the cluster: backend, batch, engine actors (`rtune generate`, `rtune eval`).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -491,6 +596,8 @@ class RTuneConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     num_workers: Any = 2  # an integer, or [min, max] (elastic)
@@ -551,7 +658,7 @@ def validate(cfg: RTuneConfig) -> None:
     its fields), then the rules that span sections. Raises UserError naming the fix."""
     cfg.check()
     for section in (cfg.model, cfg.data, cfg.trainer, cfg.optim, cfg.peft, cfg.strategy, cfg.debug, cfg.objective,
-                    cfg.tracking):
+                    cfg.tracking, cfg.eval, cfg.generation):
         section.check()
     _rules_across_sections(cfg)
 
@@ -580,6 +687,12 @@ def _rules_across_sections(cfg: RTuneConfig) -> None:
     if lo != hi and t.max_failures < 1:
         raise UserError(f"num_workers=[{lo},{hi}] resizes the group after a failure: set "
                         "trainer.max_failures=1 or more (e.g. trainer.max_failures=3)")
+    g = t.eval_generate_every_steps
+    if t.checkpoint_metric == "eval_pass@1" and (g is None or t.checkpoint_every_steps % g):
+        raise UserError(f"trainer.checkpoint_metric=eval_pass@1 ranks checkpoints by a metric measured every "
+                        f"trainer.eval_generate_every_steps={g} steps: set it to a divisor of "
+                        f"trainer.checkpoint_every_steps={t.checkpoint_every_steps} (e.g. "
+                        f"trainer.eval_generate_every_steps={t.checkpoint_every_steps})")
     _check_global_batch(cfg)
 
 

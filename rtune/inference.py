@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
 from rtune.checkpoint import CONFIG, MARKER, has_model_weights, read_marker
+from rtune.engine import Engine, Sampling, TransformersEngine, encode_prompts
 from rtune.errors import UserError
+from rtune.model import hub_error
 from rtune.shards import consolidated_model, is_sharded
 
 _SECRET_WORDS = ("token", "secret", "password", "api_key")
@@ -28,13 +30,15 @@ def load_model(path: str, trust_remote_code: bool = False) -> Tuple[Any, Any, st
 
     transformers.utils.logging.disable_progress_bar()
     if not os.path.isdir(path):
+        if _looks_like_hub_id(path):
+            return _hub_model(path, trust_remote_code)
         raise UserError(f"{path} does not exist: give a checkpoint_<step> directory or a model directory")
     if os.path.exists(os.path.join(path, MARKER)):
         read_marker(path)  # refuse a half-written or damaged checkpoint
     if os.path.exists(os.path.join(path, "adapter_config.json")):
         from peft import PeftModel
 
-        base = _lora_base(path)
+        base = lora_base(path)
         base_model = AutoModelForCausalLM.from_pretrained(base, trust_remote_code=trust_remote_code)
         model, kind = PeftModel.from_pretrained(base_model, path), "lora"
     elif os.path.exists(os.path.join(path, "config.json")) and not has_model_weights(path) and is_sharded(path):
@@ -49,7 +53,23 @@ def load_model(path: str, trust_remote_code: bool = False) -> Tuple[Any, Any, st
     return model.eval(), tokenizer, kind
 
 
-def _lora_base(path: str) -> str:
+def _looks_like_hub_id(name: str) -> bool:
+    return not name.startswith(("/", ".", "~")) and name.count("/") == 1 and not name.endswith("/")
+
+
+def _hub_model(name: str, trust_remote_code: bool) -> Tuple[Any, Any, str]:
+    """A model on the Hugging Face Hub (or in its local cache), with its tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise hub_error("model", name, err) from None
+    return model.eval(), tokenizer, "full"
+
+
+def lora_base(path: str) -> str:
     local = os.path.join(path, "base_model")
     if os.path.isdir(local):
         return local
@@ -117,33 +137,36 @@ def model_card(config: Dict[str, Any], marker: Dict[str, Any], kind: str) -> str
     return "\n".join(lines)
 
 
-def generate(path: str, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
-             seed: int = 0, chat: bool = False, system: str = "") -> str:
-    """Sample a continuation: greedy at temperature 0, else temperature + nucleus (top-p) sampling.
+def load_engine(path: str, backend: str = "transformers", max_batch_size: int = 16, device: Optional[str] = None,
+                trust_remote_code: bool = False, **vllm_options) -> Engine:
+    """The generation engine (engine.py) over a checkpoint, an exported model directory or a hub id."""
+    if backend == "vllm":
+        from rtune.engine_vllm import VLLMEngine  # an optional extra: imported only when asked for
 
-    chat: wrap the prompt as a user turn (after an optional system turn) with the checkpoint's chat
-    template and return only the reply, which ends at the template's end-of-turn token.
-    """
+        base = lora_base(path) if os.path.exists(os.path.join(path, "adapter_config.json")) else None
+        return VLLMEngine.from_path(path, base, trust_remote_code=trust_remote_code, **vllm_options)
+    if backend != "transformers":
+        raise UserError(f"unknown generation backend {backend!r}: use transformers or vllm")
     import torch
 
-    model, tokenizer, _ = load_model(path)
-    torch.manual_seed(seed)
-    if chat:
-        if not getattr(tokenizer, "chat_template", None):
-            raise UserError(f"{path} has no chat template (it was not trained on a chat format): drop chat=true")
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
-    else:
-        inputs = tokenizer(prompt, return_tensors="pt")
-    sampling = temperature > 0
-    kwargs = {"do_sample": True, "temperature": temperature, "top_p": top_p} if sampling else {"do_sample": False}
-    with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                             **kwargs)
-    if chat:
-        return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-    return tokenizer.decode(out[0], skip_special_tokens=True)
+    model, tokenizer, _ = load_model(path, trust_remote_code=trust_remote_code)
+    target = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return TransformersEngine(model.to(target), tokenizer, max_batch_size=max_batch_size)
+
+
+def generate(path: str, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
+             top_k: int = 0, n: int = 1, seed: int = 0, chat: bool = False, system: str = "") -> str:
+    """One prompt through the engine: greedy at temperature 0, else temperature / top-p / top-k sampling.
+
+    Plain prompts print the prompt and its continuation; chat=true wraps the prompt as a user turn (after an
+    optional system turn) with the checkpoint's chat template and prints only the reply. n > 1: each completion
+    under a `--- sample j ---` line."""
+    engine = load_engine(path)
+    ids = encode_prompts(engine.tokenizer, [prompt], chat, system)
+    completions = engine.generate(ids, Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                                top_k=top_k, n=n, seed=seed))[0]
+    texts = [c.text if chat else prompt + c.text for c in completions]
+    return texts[0] if n == 1 else "\n".join(f"--- sample {j} ---\n{text}" for j, text in enumerate(texts))
 
 
 def parse_kv(args: List[str], allowed: Dict[str, type]) -> Dict[str, Any]:

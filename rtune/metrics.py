@@ -67,6 +67,8 @@ def format_record(record: Dict[str, Any], max_steps: int) -> str:
     if "eval_reward_accuracy" in record:
         parts.append(f"eval reward acc {record['eval_reward_accuracy']:.2f} "
                      f"(margin {record['eval_reward_margin']:.3f})")
+    if "eval_pass@1" in record:
+        parts.append(f"eval pass@1 {record['eval_pass@1']:.3f}")
     if "lr" in record:
         parts.append(f"lr {record['lr']:.2e}")
     parts.append(f"{record['tokens_per_s']:,.0f} tok/s")

@@ -19,7 +19,7 @@ from rtune.shards import SHARD_DIR
 EOS_TOKEN = "<|endoftext|>"
 
 
-def _hub_error(what: str, name: str, err: Exception) -> UserError:
+def hub_error(what: str, name: str, err: Exception) -> UserError:
     """Turn a loading failure into one line that says what to do about it."""
     text = str(err)
     if "trust_remote_code" in text or "contains custom code" in text:
@@ -53,7 +53,7 @@ def load_model_config(cfg: ModelConfig):
         return AutoConfig.from_pretrained(cfg.name_or_path, revision=cfg.revision,
                                           trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as err:
-        raise _hub_error("model", cfg.name_or_path, err) from None
+        raise hub_error("model", cfg.name_or_path, err) from None
 
 
 def _refuse_sharded_state(name_or_path: str) -> None:
@@ -111,7 +111,7 @@ def load_tokenizer_from(name_or_path: str, trust_remote_code: bool, revision: Op
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision,
                                                   trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        raise _hub_error("tokenizer", name_or_path, err) from None
+        raise hub_error("tokenizer", name_or_path, err) from None
     if not getattr(tokenizer, "is_fast", False):
         raise UserError(f"tokenizer {name_or_path!r} has no fast (Rust) version; rtune needs one")
     if tokenizer.eos_token_id is None:
@@ -149,7 +149,7 @@ def build_model(cfg: ModelConfig, vocab_size: int, eos_token_id: Optional[int] =
         model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, revision=cfg.revision,
                                                      dtype="float32", **kwargs)
     except (OSError, ValueError) as err:
-        raise _hub_error("model", cfg.name_or_path, err) from None
+        raise hub_error("model", cfg.name_or_path, err) from None
     return model
 
 

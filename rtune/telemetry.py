@@ -24,6 +24,8 @@ GAUGES = (
      "higher reward, at the last evaluation.", "eval_reward_accuracy"),
     ("rtune_eval_reward_margin", "Preference objectives: mean reward of the chosen minus the rejected reply on "
      "held-out pairs, at the last evaluation.", "eval_reward_margin"),
+    ("rtune_eval_pass_at_1", "trainer.eval_generate_every_steps: share of the benchmark's sampled completions "
+     "that pass their checks (pass@1), at the last generation evaluation.", "eval_pass@1"),
 )
 TAG_KEYS = ("run",)
 

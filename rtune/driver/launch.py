@@ -35,9 +35,10 @@ def _scaling_workers(cfg: RTuneConfig):
 def _summarize(cfg: RTuneConfig, result, run_dir: Optional[str], wall_s: float, packing: float) -> Dict[str, Any]:
     returned = getattr(result, "return_value", None) or {}
     best = None
-    ranked = [(m["eval_loss"], c.path) for c, m in (result.best_checkpoints or []) if m.get("eval_loss") is not None]
+    metric, mode = cfg.trainer.checkpoint_metric, cfg.trainer.checkpoint_mode
+    ranked = [(m[metric], c.path) for c, m in (result.best_checkpoints or []) if m.get(metric) is not None]
     if ranked:
-        best = min(ranked)[1]
+        best = (min if mode == "min" else max)(ranked)[1]
     latest_metrics = result.metrics or {}
     summary = {
         "run_name": cfg.run_name,
@@ -149,8 +150,8 @@ def train(cfg: RTuneConfig, keep_ray: bool = False, callbacks: Optional[list] = 
                 name=cfg.run_name,  # the same name + storage resumes (Ray Train V2)
                 storage_path=cfg.storage_path,
                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.trainer.keep_checkpoints,
-                                                   checkpoint_score_attribute="eval_loss",
-                                                   checkpoint_score_order="min"),
+                                                   checkpoint_score_attribute=cfg.trainer.checkpoint_metric,
+                                                   checkpoint_score_order=cfg.trainer.checkpoint_mode),
                 failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
                 callbacks=callbacks,
             ),

@@ -224,25 +224,27 @@ def _summarize(cfg: RTuneConfig, results) -> int:
         run_dir = os.path.join(cfg.storage_path, name)
         overrides = " ".join(f"{k}={_format_value(v)}" for k, v in params.items())
         summary = is_finished(run_dir, cfg.trainer.max_steps)
+        ranking = {"metric": cfg.search.metric, "mode": cfg.search.mode}
         if summary is not None:
-            rows.append(row(name, overrides, "finished", summary))
+            rows.append(row(name, overrides, "finished", summary, **ranking))
         elif result.error is not None:
             message = str(result.error).strip().splitlines()[-1][:300]
-            rows.append(row(name, overrides, "failed", error=message, run_dir=run_dir))
+            rows.append(row(name, overrides, "failed", error=message, run_dir=run_dir, **ranking))
         else:  # the scheduler stopped it (at max_t too, before train() wrote its summary): write its files
-            stopped = row(name, overrides, "stopped early", run_dir=run_dir)
+            stopped = row(name, overrides, "stopped early", run_dir=run_dir, **ranking)
             if (stopped["final_step"] or 0) >= cfg.trainer.max_steps:
                 stopped["status"] = "finished"
             else:
                 stopped["error"] = f"stopped by {cfg.search.scheduler} at step {stopped['final_step']}"
             rows.append(stopped)
             _write_run_files(run_dir, name, stopped)
+    metric = cfg.search.metric
     paths = write_summary(cfg.storage_path, rows, f"rtune tune {cfg.sweep_name} ({cfg.search.scheduler}, "
-                                                  f"{cfg.search.metric} {cfg.search.mode})")
-    scored = [r for r in rows if r["status"] != "failed" and r.get("eval_loss") is not None]
+                                                  f"{metric} {cfg.search.mode})", metric, cfg.search.mode)
+    scored = [r for r in rows if r["status"] != "failed" and r.get(metric) is not None]
     if scored:
-        best = (min if cfg.search.mode == "min" else max)(scored, key=lambda r: r["eval_loss"])
-        print(f"[rtune] best trial: {best['run_name']} eval_loss {best['eval_loss']:.4f} -> {best['best_checkpoint']}",
+        best = (min if cfg.search.mode == "min" else max)(scored, key=lambda r: r[metric])
+        print(f"[rtune] best trial: {best['run_name']} {metric} {best[metric]:.4f} -> {best['best_checkpoint']}",
               flush=True)
     counts = {status: sum(r["status"] == status for r in rows) for status in dict.fromkeys(r["status"] for r in rows)}
     print(f"[rtune] tune {cfg.sweep_name}: {len(rows)} trials ({', '.join(f'{n} {s}' for s, n in counts.items())})"

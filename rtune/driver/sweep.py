@@ -96,20 +96,24 @@ def clear_failure(run_dir: str) -> None:
 
 
 def row(run_name: str, overrides: str, status: str, summary: Optional[Dict[str, Any]] = None,
-        error: str = "", run_dir: Optional[str] = None) -> Dict[str, Any]:
-    """One line of the sweep summary; without a summary, what the run's metrics.jsonl says so far."""
+        error: str = "", run_dir: Optional[str] = None, metric: str = "eval_loss", mode: str = "min"
+        ) -> Dict[str, Any]:
+    """One line of the sweep summary; without a summary, what the run's metrics.jsonl says so far. `metric` (the
+    one the sweep ranks by, e.g. eval_pass@1) gets a column of its own beside eval_loss."""
     summary = summary or {}
     out = {"run_name": run_name, "status": status, "overrides": overrides,
-           "final_step": summary.get("final_step"), "eval_loss": summary.get("eval_loss"),
+           "final_step": summary.get("final_step"), "eval_loss": summary.get("eval_loss"), metric: summary.get(metric),
            "best_checkpoint": summary.get("best_checkpoint"), "tokens_per_s": summary.get("steady_tokens_per_s"),
            "wall_s": summary.get("wall_s"), "error": error}
     metrics_path = os.path.join(run_dir, METRICS_FILE) if run_dir else None
     if not summary and metrics_path and os.path.exists(metrics_path):
         records = read_metrics(metrics_path)
         evals = [r for r in records if "eval_loss" in r]
+        scored = [r for r in records if metric in r]
         out["final_step"] = max((r.get("step", 0) for r in records), default=None)
         out["eval_loss"] = evals[-1]["eval_loss"] if evals else None
-        out["best_checkpoint"] = _best_checkpoint(run_dir, evals)
+        out[metric] = scored[-1][metric] if scored else None
+        out["best_checkpoint"] = _best_checkpoint(run_dir, scored, metric, mode)
         steps = [r for r in records if "loss" in r and "tokens_per_s" in r]
         if steps:  # median over logging windows: robust to the first, compile-and-warm-up window
             speeds = sorted(r["tokens_per_s"] for r in steps)
@@ -119,31 +123,38 @@ def row(run_name: str, overrides: str, status: str, summary: Optional[Dict[str, 
     return out
 
 
-def _best_checkpoint(run_dir: str, evals: List[Dict[str, Any]]) -> Optional[str]:
-    """The kept checkpoint with the lowest eval loss, from the metrics (runs stopped before their summary)."""
+def _best_checkpoint(run_dir: str, scored: List[Dict[str, Any]], metric: str, mode: str) -> Optional[str]:
+    """The kept checkpoint with the best `metric`, from the metrics (runs stopped before their summary)."""
     from rtune import checkpoint as ckpt
 
-    by_step = {r["step"]: r["eval_loss"] for r in evals}
+    sign = 1 if mode == "min" else -1
+    by_step = {r["step"]: sign * r[metric] for r in scored}
     kept = [(by_step.get(step, float("inf")), path) for step, path in ckpt.list_checkpoints(run_dir)]
     return min(kept)[1] if kept else None
 
 
-def write_summary(sweep_dir: str, rows: List[Dict[str, Any]], title: str) -> Dict[str, str]:
-    """sweep_summary.csv / .md and the eval-loss comparison plot; returns their paths."""
+def write_summary(sweep_dir: str, rows: List[Dict[str, Any]], title: str, metric: str = "eval_loss",
+                  mode: str = "min") -> Dict[str, str]:
+    """sweep_summary.csv / .md (best `metric` first) and the eval-loss comparison plot; returns their paths."""
     os.makedirs(sweep_dir, exist_ok=True)
     paths = {"csv": os.path.join(sweep_dir, SUMMARY_CSV), "md": os.path.join(sweep_dir, SUMMARY_MD)}
+    columns = COLUMNS if metric in COLUMNS else COLUMNS[:5] + [metric] + COLUMNS[5:]
     with open(paths["csv"], "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
-        writer.writerows({k: r.get(k) for k in COLUMNS} for r in rows)
-    ranked = sorted(rows, key=lambda r: (r.get("eval_loss") is None, r.get("eval_loss") or 0.0))
-    lines = [f"# {title}", "", f"{len(rows)} runs: " + ", ".join(
+        writer.writerows({k: r.get(k) for k in columns} for r in rows)
+    sign = 1 if mode == "min" else -1
+    ranked = sorted(rows, key=lambda r: (r.get(metric) is None, sign * (r.get(metric) or 0.0)))
+    extra = metric != "eval_loss"
+    lines = [f"# {title}", "", f"{len(rows)} runs, best {metric} ({mode}) first: " + ", ".join(
         f"{sum(r['status'] == s for r in rows)} {s}" for s in dict.fromkeys(r["status"] for r in rows)), "",
-        "| run | status | final eval loss | step | tokens/s | wall (s) | best checkpoint | error |",
-        "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+        "| run | status | final eval loss |" + (f" {metric} |" if extra else "") + " step | tokens/s | wall (s) | "
+        "best checkpoint | error |",
+        "| --- | --- | ---: |" + (" ---: |" if extra else "") + " ---: | ---: | ---: | --- | --- |"]
     for r in ranked:
         lines.append(f"| {r['run_name']} | {r['status']} | {_fmt(r.get('eval_loss'), '.4f')} | "
-                     f"{_fmt(r.get('final_step'), 'd')} | {_fmt(r.get('tokens_per_s'), ',.0f')} | "
+                     + (f"{_fmt(r.get(metric), '.4f')} | " if extra else "")
+                     + f"{_fmt(r.get('final_step'), 'd')} | {_fmt(r.get('tokens_per_s'), ',.0f')} | "
                      f"{_fmt(r.get('wall_s'), '.1f')} | {r.get('best_checkpoint') or ''} | "
                      f"{(r.get('error') or '').replace('|', '/')[:200]} |")
     with open(paths["md"], "w") as f:
@@ -212,13 +223,13 @@ class MultirunSweep:
         if done is not None:
             print(f"[rtune] sweep {cfg.sweep_name}: {cfg.run_name} already finished (step {done['final_step']}); "
                   "skipping", flush=True)
-            self.rows.append(row(cfg.run_name, overrides, "finished", done))
+            self.rows.append(row(cfg.run_name, overrides, "finished", done, **self._ranking(cfg)))
         else:
             print(f"[rtune] sweep {cfg.sweep_name}: job {len(self.rows) + 1}: {cfg.run_name}", flush=True)
             try:
                 summary = train_fn(cfg)
                 clear_failure(run_dir)
-                self.rows.append(row(cfg.run_name, overrides, "finished", summary))
+                self.rows.append(row(cfg.run_name, overrides, "finished", summary, **self._ranking(cfg)))
             except KeyboardInterrupt:
                 raise
             except Exception as err:  # a failed job is recorded and the sweep goes on
@@ -227,9 +238,14 @@ class MultirunSweep:
                 if not is_uri(storage):
                     record_failure(run_dir, message)
                 self.rows.append(row(cfg.run_name, overrides, "failed", error=message,
-                                     run_dir=run_dir if os.path.isdir(run_dir) else None))
+                                     run_dir=run_dir if os.path.isdir(run_dir) else None, **self._ranking(cfg)))
         if not is_uri(storage):
-            write_summary(self.sweep_dir, self.rows, f"rtune sweep {cfg.sweep_name}")
+            write_summary(self.sweep_dir, self.rows, f"rtune sweep {cfg.sweep_name}", **self._ranking(cfg))
+
+    @staticmethod
+    def _ranking(cfg) -> Dict[str, str]:
+        """What the summary ranks the runs by: search.metric and search.mode (eval_loss, min by default)."""
+        return {"metric": cfg.search.metric, "mode": cfg.search.mode}
 
     def report(self) -> int:
         """Where the summary is; exit code 1 if any job failed."""

@@ -27,7 +27,7 @@ from rtune.data.prepared import PreparedData
 from rtune.data.ray_engine import localize
 from rtune.data.rows import PackedRows, collate
 from rtune.metrics import METRICS_FILE
-from rtune.model import build_model, count_parameters, fit_embeddings, load_tokenizer_from
+from rtune.model import build_model, count_parameters, fit_embeddings, load_tokenizer_from, max_context
 from rtune.telemetry import RayMetrics
 from rtune.tokens import IGNORE
 from rtune.tracking import Tracker
@@ -35,6 +35,7 @@ from rtune.worker.batches import PackedRowsSource
 from rtune.worker.checkpointing import CheckpointReporter
 from rtune.worker.collectives import all_reduce_sum, gather_objects
 from rtune.worker.debug import DebugHooks
+from rtune.worker.eval_generate import GenerationEval
 from rtune.worker.objectives import SFT, Objective, make_objective, target_tokens
 from rtune.worker.order import seed_micro_batch
 from rtune.worker.probes import MemoryProbe
@@ -252,6 +253,8 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     ray_metrics = RayMetrics(cfg.run_name, enabled=is_main)  # the dashboard's / Prometheus' view of the run
     ray_metrics.update({"step": step, "restarts": max(starts - 1, 0)})
     debug = DebugHooks(cfg, rank, world_size, run_dir)
+    generation_eval = GenerationEval(cfg, tokenizer, rank, world_size, strategy.gathers_weights_in_forward,
+                                     context=max_context(strategy.raw.config))
     window = MetricWindow(device)
     model = strategy.model
     memory = MemoryProbe()  # from here on: what training itself holds
@@ -265,9 +268,17 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         return evaluate(model, val_set, t.micro_batch_size, t.eval_max_batches, rank, world_size, device, autocast,
                         objective, reference)
 
+    def run_generation_eval() -> Dict[str, float]:  # the model writes code; its checks pass or fail
+        with strategy.for_generation() as unwrapped:
+            return generation_eval.run(unwrapped)
+
     eval_loss: Optional[float] = None
-    if step == 0:  # the starting point of the eval-loss curve
+    last_pass: Dict[str, float] = {}  # the latest eval_pass@1, sent with every later report (a search ranks by it)
+    if step == 0:  # the starting point of the eval curves
         record = run_eval()
+        if generation_eval.due(0):
+            last_pass = run_generation_eval()
+            record.update(last_pass)
         eval_loss = record["eval_loss"]
         log(0, record, 0)
 
@@ -293,19 +304,23 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
 
         do_checkpoint = step == t.max_steps or step % t.checkpoint_every_steps == 0
         do_eval = do_checkpoint or step % t.eval_every_steps == 0  # best-checkpoint ranking needs eval_loss
+        do_generate = generation_eval.due(step)
         record: Dict[str, Any] = {}
         window_tokens = 0
-        if step % t.log_every_steps == 0 or do_eval:
+        if step % t.log_every_steps == 0 or do_eval or do_generate:
             record, window_tokens = window.record(lr, batches.metrics())
-        if do_eval:
-            with progress.paused():  # eval and checkpoint time is not training throughput
+        with progress.paused():  # eval and checkpoint time is not training throughput
+            if do_eval:
                 record.update(run_eval())
                 eval_loss = record["eval_loss"]
+            if do_generate:
+                last_pass = run_generation_eval()
+                record.update(last_pass)
         if record:  # logged before the checkpoint exists, so a resumed run's record has no gaps
             log(step, record, window_tokens)
         with memory.around_report(do_checkpoint), progress.paused():
             if do_eval:
-                checkpoints.report(step, record, do_checkpoint, batches.state(), tracker.run_ids())
+                checkpoints.report(step, {**last_pass, **record}, do_checkpoint, batches.state(), tracker.run_ids())
         debug.after_report(step, do_checkpoint)
 
     # ---- summary: rank 0's return value becomes Result.return_value on the driver ------------------

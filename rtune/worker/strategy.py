@@ -90,6 +90,14 @@ class Strategy:
         """Context in which the model is built (ZeRO-3 builds it already partitioned)."""
         return contextlib.nullcontext()
 
+    #: Sharded weights are gathered at every forward (a collective): generation must run in lockstep on all ranks.
+    gathers_weights_in_forward = False
+
+    @contextlib.contextmanager
+    def for_generation(self):
+        """The unwrapped model to generate with (the engine calls it with a KV cache, outside the loss wrapper)."""
+        yield self.raw
+
     def _prepare(self, model, adapter_dir: Optional[str], new_token_ids: Sequence[int]):
         """LoRA (with the adapter of the checkpoint being resumed), and the log-prob view of the model."""
         self.raw = apply_lora(model, self.cfg.peft, new_token_ids) if self.lora else model
@@ -192,6 +200,18 @@ class FSDPStrategy(Strategy):
         self.model = module
         self._build_optimizer()
 
+    gathers_weights_in_forward = True
+
+    @contextlib.contextmanager
+    def for_generation(self):
+        """The root unit (embeddings, final norm, head) gathered for the whole generation: the engine calls the
+        model inside the wrapper, where only the blocks' own units gather and free their weights."""
+        self.model.unshard()
+        try:
+            yield self.raw
+        finally:
+            self.model.reshard()
+
     def reference_module(self, model):
         """Sharded like the policy: no rank holds the frozen copy whole."""
         from torch.distributed.device_mesh import init_device_mesh
@@ -284,6 +304,10 @@ class FSDPStrategy(Strategy):
 
 class DeepSpeedStrategy(Strategy):
     """DeepSpeed ZeRO with a torch AdamW (no fused_adam/cpu_adam JIT builds) and our schedule."""
+
+    @property
+    def gathers_weights_in_forward(self) -> bool:  # ZeRO-3's hooks gather each module's partitions
+        return self.cfg.strategy.zero_stage == 3
 
     def ds_config(self) -> Dict[str, Any]:
         """Generated from the trainer settings: one source of truth for batch, clipping and precision."""
