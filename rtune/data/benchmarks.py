@@ -20,12 +20,12 @@ block, or the text from the function's signature on).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from rtune.data.prompts import json_lines
 from rtune.errors import UserError
 
 BUNDLED = {"rust_eval": "rust_eval/rust_eval.jsonl"}
@@ -54,15 +54,9 @@ def load_benchmark(name_or_path: str, max_tasks: Optional[int] = None, need_cano
         raise UserError(f"benchmark {name_or_path!r} is neither a bundled one ({', '.join(BUNDLED)}) nor a file: "
                         "give eval.benchmark=rust_eval or a JSONL path")
     with open(path, "rb") as f:
-        raw = f.read()
+        sha256 = hashlib.sha256(f.read()).hexdigest()
     tasks, seen = [], set()
-    for number, line in enumerate(raw.decode("utf-8", "replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path} line {number} is not valid JSON ({err.msg}): fix or drop that line") from None
+    for number, record in json_lines(path):
         where = f"{path} line {number}" + (f" (task {record.get('task_id')!r})" if isinstance(record, dict)
                                             and isinstance(record.get("task_id"), str) else "")
         _check_record(record, where, need_canonical)
@@ -73,7 +67,7 @@ def load_benchmark(name_or_path: str, max_tasks: Optional[int] = None, need_cano
     if not tasks:
         raise UserError(f"benchmark {path} holds no tasks")
     name = name_or_path if name_or_path in BUNDLED else os.path.splitext(os.path.basename(path))[0]
-    return Benchmark(name, path, tasks[:max_tasks] if max_tasks else tasks, hashlib.sha256(raw).hexdigest())
+    return Benchmark(name, path, tasks[:max_tasks] if max_tasks else tasks, sha256)
 
 
 def _check_record(record: Any, where: str, need_canonical: bool) -> None:

@@ -21,6 +21,7 @@ from dataclasses import asdict
 from typing import Any, Dict, List, Optional
 
 from rtune.config import GenerationConfig, RTuneConfig
+from rtune.data.prompts import read_prompt_file
 from rtune.driver.cluster import connect
 from rtune.engine import Sampling, encode_prompts
 from rtune.errors import UserError, user_error_in
@@ -153,28 +154,6 @@ def read_shards(out_dir: str) -> List[Dict[str, Any]]:
     for i in range(-(-manifest["prompts"] // manifest["shard_size"])):
         with open(os.path.join(out_dir, shard_name(i))) as f:
             rows += [json.loads(line) for line in f]
-    return rows
-
-
-def read_prompt_file(path: str) -> List[Dict[str, Any]]:
-    """A prompt file's rows: JSON lines with a `prompt` (a string, or a list of chat messages) and any columns."""
-    if not os.path.isfile(path):
-        raise UserError(f"prompts={path} is not a file: give a JSONL file with a `prompt` field per line")
-    rows = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path} line {number} is not valid JSON ({err.msg}): fix or drop that line") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), (str, list)) or not row["prompt"]:
-                raise UserError(f"{path} line {number}: field 'prompt' must be a non-empty string or a list of "
-                                "{role, content} messages")
-            rows.append(row)
-    if not rows:
-        raise UserError(f"{path} holds no prompts")
     return rows
 
 
