@@ -60,7 +60,7 @@ def _isolate(spec: dict) -> str:
             for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
                 with open(f"/proc/self/{name}", "w") as f:
                     f.write(text)
-    except OSError:
+    except (OSError, AttributeError):  # not allowed here, or not Linux (no unshare at all)
         return "rlimits"
     _mount("none", "/", "", MS_REC | MS_PRIVATE)
     toolchain = spec.get("toolchain")
@@ -124,7 +124,8 @@ def _init(steps: list, level: str, uid: int, workdir: str, report_w: int) -> Non
     """The reaper, PID 1 of the check's PID namespace: runs the steps one by one, reports each status, and after
     each kills whatever the step left behind (kill(-1) from PID 1 reaches every process of the namespace)."""
     try:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the jail, and with it the whole namespace
+        if hasattr(libc, "prctl"):  # Linux: dies with the jail, and with it the whole namespace
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if level == "rlimits":
             os.setsid()
         for index, step in enumerate(steps):
