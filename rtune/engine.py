@@ -13,8 +13,9 @@ Conventions, the same for both backends:
   filtering (the distribution a training forward pass computes, which RL's ratios compare against);
 - the token that stopped a completion (EOS, end-of-turn, a stop token) is its last token id and log-prob, and is
   not in its text; a stop string is cut from the text (and the tokens after it dropped); `stop_reason` says which;
-- sampling is reproducible: completion j of a prompt draws from a generator seeded by (seed, the prompt's token
-  ids, j), so it does not depend on the batch it ran in, the batch size, or the other prompts.
+- sampling is reproducible: completion j of a prompt draws its uniforms (one per token, inverse-CDF sampling) from a
+  generator seeded by (seed, the prompt's token ids, j), so it does not depend on the batch it ran in, the batch
+  size, or the other prompts.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class _Row:
     """One sequence being generated."""
 
     prompt: int  # index of its prompt in the request
-    generator: Optional[torch.Generator]
+    uniforms: Optional[torch.Tensor]  # one draw in [0, 1) per token it may generate (None: greedy)
     tokens: List[int] = field(default_factory=list)
     logprobs: List[float] = field(default_factory=list)
     finish_reason: Optional[str] = None
@@ -193,12 +194,13 @@ class TransformersEngine:
             cache.batch_repeat_interleave(s.n)
             logits, mask = logits.repeat_interleave(s.n, 0), mask.repeat_interleave(s.n, 0)
             positions = positions.repeat_interleave(s.n, 0)
-        rows = [_Row(i // s.n, self._generator(s, prompts[i // s.n], i % s.n)) for i in range(len(prompts) * s.n)]
+        rows = [_Row(i // s.n, self._uniforms(s, prompts[i // s.n], i % s.n)) for i in range(len(prompts) * s.n)]
+        draws = torch.stack([row.uniforms for row in rows]) if s.temperature > 0 else None
         stop_ids = set(self.stop_ids) | set(s.stop_token_ids)
         next_position = positions[:, -1:] + 1
         for step in range(s.max_new_tokens):
             logprobs = torch.log_softmax(logits, dim=-1)
-            chosen = self._choose(logits, rows, s)
+            chosen = self._choose(logits, None if draws is None else draws[:, step], s)
             for i, row in enumerate(rows):
                 if row.finish_reason is None:
                     token = int(chosen[i])
@@ -217,14 +219,16 @@ class TransformersEngine:
         return [[self._completion(row) for row in rows[i * s.n:(i + 1) * s.n]] for i in range(len(prompts))]
 
     @staticmethod
-    def _generator(s: Sampling, prompt: List[int], j: int) -> Optional[torch.Generator]:
+    def _uniforms(s: Sampling, prompt: List[int], j: int) -> Optional[torch.Tensor]:
         if s.temperature == 0:
             return None
-        return torch.Generator().manual_seed(sequence_seed(s.seed, prompt, j))
+        generator = torch.Generator().manual_seed(sequence_seed(s.seed, prompt, j))
+        return torch.rand(s.max_new_tokens, generator=generator, dtype=torch.float64)
 
     @staticmethod
-    def _choose(logits: torch.Tensor, rows: List[_Row], s: Sampling) -> torch.Tensor:
-        """The next token of every row: the argmax at temperature 0, else a draw from the filtered distribution."""
+    def _choose(logits: torch.Tensor, uniforms: Optional[torch.Tensor], s: Sampling) -> torch.Tensor:
+        """The next token of every row: the argmax at temperature 0, else the filtered distribution's inverse CDF at
+        the row's own uniform draw (one vectorised search for the whole batch)."""
         if s.temperature == 0:
             return logits.argmax(-1).cpu()
         scores = logits / s.temperature
@@ -236,9 +240,10 @@ class TransformersEngine:
             cumulative = sorted_scores.softmax(-1).cumsum(-1)
             drop = cumulative - sorted_scores.softmax(-1) >= s.top_p  # keep the first token that reaches top_p
             scores = scores.scatter(-1, order, sorted_scores.masked_fill(drop, float("-inf")))
-        probs = scores.softmax(-1).cpu()
-        return torch.stack([torch.multinomial(probs[i], 1, generator=row.generator)[0] if row.finish_reason is None
-                            else torch.tensor(0) for i, row in enumerate(rows)])
+        cdf = scores.double().softmax(-1).cumsum(-1).cpu()
+        cdf = cdf / cdf[:, -1:]  # ends at exactly 1, so every draw in [0, 1) lands on a token
+        # the first token whose CDF passes the draw: tokens of probability 0 (filtered) are never chosen
+        return torch.searchsorted(cdf, uniforms[:, None], right=True).squeeze(1).clamp(max=cdf.shape[-1] - 1)
 
     def _check_stop(self, row: _Row, token: int, stop_ids: set, s: Sampling) -> None:
         if token in stop_ids:

@@ -108,3 +108,17 @@ def test_the_vllm_backend_composes_validates_and_says_what_it_needs(tmp_path):
     if importlib.util.find_spec("vllm") is None:  # CPU machines: the one line that names the fix
         with pytest.raises(UserError, match=r"needs vLLM: pip install 'rtune\[vllm\]'"):
             load_engine(str(tmp_path), backend="vllm")
+
+
+def test_inverse_cdf_sampling_follows_the_filtered_distribution():
+    """Each row's own uniforms through the CDF: frequencies match softmax(logits / T), top-k / top-p drop the tail."""
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).repeat(20000, 1)
+    uniforms = torch.rand(20000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    chosen = TransformersEngine._choose(logits, uniforms, Sampling(temperature=0.7))
+    expected = torch.softmax(logits[0] / 0.7, -1)
+    observed = torch.bincount(chosen, minlength=4).double() / len(chosen)
+    assert torch.allclose(observed, expected.double(), atol=0.01), (observed, expected)
+    top_k = TransformersEngine._choose(logits, uniforms, Sampling(temperature=1.0, top_k=2))
+    assert set(top_k.tolist()) == {0, 1}
+    top_p = TransformersEngine._choose(logits, uniforms, Sampling(temperature=1.0, top_p=0.5))
+    assert set(top_p.tolist()) == {0}  # the first token already holds 64% of the mass
