@@ -57,9 +57,16 @@ def format_duration(seconds: float) -> str:
 
 
 def format_record(record: Dict[str, Any], max_steps: int) -> str:
-    """One progress line: step, loss, eval loss, lr, tokens/s, ETA."""
+    """One progress line: step, loss (online RL: reward), eval loss or reward, lr, tokens/s, ETA."""
     parts = [f"step {record['step']}/{max_steps}"]
-    if "loss" in record:
+    if "reward" in record:  # online RL: the reward is the curve to watch (its loss hovers near 0)
+        parts.append(f"reward {record['reward']:.3f} (std {record['reward_std']:.3f})"
+                     f" | {record['completion_tokens']:.1f} tok/completion")
+    if "eval_reward" in record:
+        parts.append(f"eval_reward {record['eval_reward']:.3f}")
+    if "kl" in record:
+        parts.append(f"kl {record['kl']:.4f}")
+    if "loss" in record and "reward" not in record:
         parts.append(f"loss {record['loss']:.4f}")
     if "eval_loss" in record:
         ppl = f" (ppl {record['eval_ppl']:.1f})" if "eval_ppl" in record else ""

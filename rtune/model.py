@@ -246,3 +246,24 @@ def apply_lora(model, peft: PeftConfig, new_token_ids: Sequence[int] = ()):
                         trainable_token_indices=list(new_token_ids) or None,
                         fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2")  # GPT-2 uses Conv1D
     return get_peft_model(model, config)
+
+
+def disable_dropout(model) -> None:
+    """Dropout off everywhere (objectives that compare forward passes, and generation actors)."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    for key in ("attention_dropout", "attn_pdrop"):  # attention kernels read it from the config
+        if hasattr(model.config, key):
+            setattr(model.config, key, 0.0)
+
+
+def set_stop_tokens(model, tokenizer, end_of_turn: Optional[str]) -> None:
+    """Generation stops at EOS and at the chat template's end-of-turn token (saved with every checkpoint)."""
+    if not end_of_turn:
+        return
+    stop = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(end_of_turn)]
+    model.generation_config.eos_token_id = sorted(set(stop))
+    model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -36,6 +36,9 @@ def ray_cluster():
 
     from rtune.driver.cluster import init_local_ray
 
+    # Ray's workers import the tests' own reward functions (tests/rl_rewards.py) by name, as a user's would be
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH")) if p)
     init_local_ray(num_cpus=2)
     yield
     ray.shutdown()

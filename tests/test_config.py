@@ -15,9 +15,13 @@ from rtune.errors import UserError
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-# Options that only make sense together: a preference objective needs preference pairs, and back.
-PARTNERS = {"objective=dpo": "data=rust_preference", "objective=orpo": "data=rust_preference",
-            "objective=simpo": "data=rust_preference", "data=rust_preference": "objective=dpo"}
+# Options that only make sense together: a preference objective needs preference pairs, and back; online RL needs
+# prompts and a reward, and back.
+PARTNERS = {"objective=dpo": ("data=rust_preference",), "objective=orpo": ("data=rust_preference",),
+            "objective=simpo": ("data=rust_preference",), "data=rust_preference": ("objective=dpo",),
+            "objective=grpo": ("data=arith_prompts", "rewards=[exact_match]"),
+            "data=arith_prompts": ("objective=grpo", "rewards=[exact_match]"),
+            "data=rust_eval_prompts": ("objective=grpo", "rewards=[rust_tests]")}
 
 
 def _group_options():
@@ -30,7 +34,7 @@ def _group_options():
 
 @pytest.mark.parametrize("override", list(_group_options()))
 def test_every_config_file_composes_and_validates(override):
-    cfg = compose(override, *([PARTNERS[override]] if override in PARTNERS else []))
+    cfg = compose(override, *PARTNERS.get(override, ()))
     assert isinstance(cfg, RTuneConfig)
     validate(cfg)
 

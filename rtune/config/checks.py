@@ -9,13 +9,16 @@ from rtune.errors import UserError
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
 PRECISIONS = ("fp32", "bf16")
-FORMATS = ("text", "chat", "instruction", "prompt_completion", "preference")
+FORMATS = ("text", "chat", "instruction", "prompt_completion", "preference", "prompt")
 TRAIN_ON = ("assistant", "last_assistant", "all")
 PACKINGS = ("concat", "isolated", "none")
 ENGINES = ("datasets", "ray")
 TRUNCATIONS = ("drop", "truncate")
-OBJECTIVES = ("sft", "dpo", "orpo", "simpo")
+OBJECTIVES = ("sft", "dpo", "orpo", "simpo", "grpo")
+PREFERENCE_OBJECTIVES = ("dpo", "orpo", "simpo")
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
+GRPO_LOSS_TYPES = ("dapo", "grpo", "dr_grpo")
+ROLLOUT_ENGINES = ("policy", "actors")
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 SCHEDULES = ("cosine", "linear", "constant")
 

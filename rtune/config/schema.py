@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import OmegaConf
 
-from rtune.config.checks import RUN_NAME, _at_least_one
+from rtune.config.checks import PREFERENCE_OBJECTIVES, RUN_NAME, _at_least_one
 from rtune.config.operations import DebugConfig, EvalConfig, GenerationConfig, SearchConfig, TrackingConfig
+from rtune.config.rl import RolloutConfig
 from rtune.config.training import (DataConfig, ModelConfig, ObjectiveConfig, OptimConfig, PeftConfig, StrategyConfig,
                                    TrainerConfig)
 from rtune.errors import UserError
@@ -45,6 +46,11 @@ class RTuneConfig:
         tracking: Experiment trackers (TensorBoard, MLflow, W&B).
         eval: Evaluation by running generated code (`rtune eval`, trainer.eval_generate_every_steps).
         generation: Generation on the cluster: backend, batch, engine actors (`rtune generate`, `rtune eval`).
+        rollout: objective=grpo's rollouts: engine, sampling, actors, reward timeout.
+        rewards: objective=grpo's reward functions: `rust_tests`, `rust_compiles`, `exact_match`, `regex`, or a
+            function as `pkg.module:function` (per sample `f(prompt, completion, **columns) -> float`, or TRL's
+            batched `f(prompts, completions, **columns) -> list of floats`). Logged as reward_<name>.
+        reward_weights: One weight per reward (null: all 1); the reward is their weighted sum.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -59,6 +65,9 @@ class RTuneConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    rewards: List[str] = field(default_factory=list)
+    reward_weights: Optional[List[float]] = None
     num_workers: Any = 2  # an integer, or [min, max] (elastic)
     use_gpu: bool = False
     cpus_per_worker: Any = "auto"  # an integer, or "auto"
@@ -117,7 +126,7 @@ def validate(cfg: RTuneConfig) -> None:
     its fields), then the rules that span sections. Raises UserError naming the fix."""
     cfg.check()
     for section in (cfg.model, cfg.data, cfg.trainer, cfg.optim, cfg.peft, cfg.strategy, cfg.debug, cfg.objective,
-                    cfg.tracking, cfg.eval, cfg.generation):
+                    cfg.tracking, cfg.eval, cfg.generation, cfg.rollout):
         section.check()
     _rules_across_sections(cfg)
 
@@ -126,7 +135,8 @@ def _rules_across_sections(cfg: RTuneConfig) -> None:
     """Settings of one section that another section's settings rule out."""
     d, ob, t = cfg.data, cfg.objective, cfg.trainer
     lo, hi = worker_range(cfg)
-    preference_objective = ob.name != "sft"
+    preference_objective = ob.name in PREFERENCE_OBJECTIVES
+    _rl_rules(cfg)
     if preference_objective and d.format != "preference":
         raise UserError(f"objective={ob.name} learns from preference pairs, but data.format={d.format}: use "
                         "data.format=preference (prompt / chosen / rejected records, e.g. data=rust_preference), "
@@ -153,6 +163,33 @@ def _rules_across_sections(cfg: RTuneConfig) -> None:
                         f"trainer.checkpoint_every_steps={t.checkpoint_every_steps} (e.g. "
                         f"trainer.eval_generate_every_steps={t.checkpoint_every_steps})")
     _check_global_batch(cfg)
+
+
+def _rl_rules(cfg: RTuneConfig) -> None:
+    """objective=grpo learns from prompts and rewards; prompts and rewards mean nothing to the other objectives."""
+    ob, d, t = cfg.objective, cfg.data, cfg.trainer
+    if ob.name == "grpo" and d.format != "prompt":
+        raise UserError(f"objective=grpo samples completions for prompts, but data.format={d.format}: use "
+                        "data.format=prompt (records with a `prompt` and the columns the rewards read, e.g. "
+                        "data=arith_prompts)")
+    if ob.name != "grpo" and d.format == "prompt":
+        raise UserError(f"data.format=prompt holds prompts for online RL: use objective=grpo (objective={ob.name} "
+                        "needs data with the replies to learn from)")
+    if ob.name != "grpo":
+        return
+    if not cfg.rewards:
+        raise UserError("objective=grpo needs at least one reward: e.g. rewards=[exact_match] (built in: rust_tests, "
+                        "rust_compiles, exact_match, regex; or pkg.module:function)")
+    if cfg.reward_weights is not None and len(cfg.reward_weights) != len(cfg.rewards):
+        raise UserError(f"reward_weights has {len(cfg.reward_weights)} weights for {len(cfg.rewards)} rewards: give "
+                        "one per reward (or null: all 1)")
+    if t.checkpoint_metric == "eval_loss":
+        raise UserError("objective=grpo evaluates eval_reward (there is no eval_loss): set "
+                        "trainer.checkpoint_metric=eval_reward trainer.checkpoint_mode=max (objective=grpo does)")
+    lo, hi = worker_range(cfg)
+    if cfg.rollout.engine == "actors" and lo != hi:
+        raise UserError("rollout.engine=actors needs a fixed group (num_workers=N): an elastic group would change "
+                        "which actor serves which worker mid-run")
 
 
 def _check_global_batch(cfg: RTuneConfig) -> None:

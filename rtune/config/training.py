@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
-from rtune.config.checks import (ENGINES, FORMATS, LOSS_TYPES, OBJECTIVES, PACKINGS, PRECISIONS, SCHEDULES, TRAIN_ON,
-                                 TRUNCATIONS, _at_least_one, _one_of)
+from rtune.config.checks import (ENGINES, FORMATS, GRPO_LOSS_TYPES, LOSS_TYPES, OBJECTIVES, PACKINGS, PRECISIONS,
+                                 SCHEDULES, TRAIN_ON, TRUNCATIONS, _at_least_one, _one_of)
 from rtune.errors import UserError
 
 
@@ -64,8 +64,9 @@ class DataConfig:
             file(s) (comma-separated), or `package:<name>` for a corpus shipped with rtune.
         data_dir: Sub-directory of the dataset to read (`data/rust` in the-stack-smol).
         format: `text` (raw documents), `chat` (message lists), `instruction` (Alpaca instruction /
-            input / output), `prompt_completion` (prompt + completion strings) or `preference`
-            (prompt + chosen + rejected, for objective=dpo/orpo/simpo).
+            input / output), `prompt_completion` (prompt + completion strings), `preference`
+            (prompt + chosen + rejected, for objective=dpo/orpo/simpo) or `prompt` (a `prompt`, string or
+            messages, plus the columns the rewards read, for objective=grpo; benchmark files qualify).
         text_field: Column holding the text (format=text).
         messages_field: Column holding the conversation (format=chat); ShareGPT `conversations` with
             from/value is read too.
@@ -314,20 +315,33 @@ class StrategyConfig:
 
 @dataclass
 class ObjectiveConfig:
-    """What the loss is. `sft` (cross-entropy on the target tokens) or a preference objective on
-    `data.format=preference` pairs: `dpo` (against a reference model), `orpo` and `simpo` (no reference).
+    """What the loss is. `sft` (cross-entropy on the target tokens), a preference objective on
+    `data.format=preference` pairs: `dpo` (against a reference model), `orpo` and `simpo` (no reference), or `grpo`:
+    online RL from rewards on `data.format=prompt` (groups of sampled completions per prompt; see docs/rl.md).
 
     Args:
-        name: `sft`, `dpo`, `orpo` or `simpo` (objective=<name> picks the preset with its defaults).
-        beta: DPO: strength of the KL pull to the reference (0.1); SimPO: reward scale (2.0).
+        name: `sft`, `dpo`, `orpo`, `simpo` or `grpo` (objective=<name> picks the preset with its defaults).
+        beta: DPO: strength of the KL pull to the reference (0.1); SimPO: reward scale (2.0); GRPO: weight of the
+            k3 KL estimate to the reference per completion token (0: no reference is loaded).
         loss_type: DPO: `sigmoid` (the paper's), `ipo` (squared, on length-averaged log-ratios) or `hinge`.
+            GRPO's token aggregation: `dapo` (one mean over every completion token of the step, all ranks),
+            `grpo` (each completion's mean, then the mean over completions: length-biased) or `dr_grpo` (the sum
+            over tokens divided by completions x rollout.max_new_tokens, a constant).
         label_smoothing: Probability that a pair's preference is flipped (conservative DPO / SimPO), in [0, 0.5).
         sft_weight: Weight of an added cross-entropy term on the chosen reply (DPO, SimPO; 0: none).
         gamma: SimPO's target reward margin.
         orpo_lambda: ORPO: weight of the odds-ratio term added to the chosen reply's cross-entropy.
         reference: DPO without LoRA: `precompute` (one pass of the initial model over the pairs before step
             1, cached by model and data and stored in checkpoints) or `live` (a frozen copy sharded like the
-            policy). With LoRA the reference is the same model with its adapters disabled.
+            policy). With LoRA the reference is the same model with its adapters disabled. GRPO's reference
+            (beta > 0) is always live.
+        num_generations: GRPO: completions sampled per prompt (the group its advantages compare within).
+        epsilon_low: GRPO: the ratio is clipped below at 1 - epsilon_low.
+        epsilon_high: GRPO: ... and above at 1 + epsilon_high (DAPO's clip-higher: 0.28).
+        scale_rewards: GRPO: `group` divides each advantage by its group's reward std; `none` does not (Dr. GRPO).
+        advantage: GRPO: `group` (reward minus the group's mean) or `rloo` (minus the mean of the other
+            completions of the prompt).
+        mask_truncated_completions: GRPO: completions cut by rollout.max_new_tokens carry no loss (DAPO).
     """
 
     name: str = "sft"
@@ -338,13 +352,33 @@ class ObjectiveConfig:
     gamma: float = 0.5
     orpo_lambda: float = 0.1
     reference: str = "precompute"
+    num_generations: int = 8
+    epsilon_low: float = 0.2
+    epsilon_high: float = 0.28
+    scale_rewards: str = "group"
+    advantage: str = "group"
+    mask_truncated_completions: bool = False
 
     def check(self) -> None:
         _one_of("objective.name", self.name, OBJECTIVES, suffix=" (objective=<name>)")
-        _one_of("objective.loss_type", self.loss_type, LOSS_TYPES)
         _one_of("objective.reference", self.reference, ("precompute", "live"), "precompute or live")
+        if self.name == "grpo":
+            self._check_grpo()
+            return
+        _one_of("objective.loss_type", self.loss_type, LOSS_TYPES)
         if self.beta <= 0 or self.orpo_lambda < 0 or self.sft_weight < 0:
             raise UserError(f"objective.beta must be positive (got {self.beta}) and objective.orpo_lambda and "
                             f"objective.sft_weight at least 0")
         if not 0 <= self.label_smoothing < 0.5:
             raise UserError(f"objective.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+
+    def _check_grpo(self) -> None:
+        _one_of("objective.loss_type", self.loss_type, GRPO_LOSS_TYPES, suffix=" (objective=grpo's aggregation)")
+        _one_of("objective.scale_rewards", self.scale_rewards, ("group", "none"), "group or none")
+        _one_of("objective.advantage", self.advantage, ("group", "rloo"), "group or rloo")
+        if self.num_generations < 2:
+            raise UserError(f"objective.num_generations must be at least 2 (a group compares its completions), got "
+                            f"{self.num_generations}")
+        if self.beta < 0 or not 0 <= self.epsilon_low < 1 or self.epsilon_high < 0:
+            raise UserError(f"objective.beta must be >= 0 (got {self.beta}), objective.epsilon_low in [0, 1) (got "
+                            f"{self.epsilon_low}) and objective.epsilon_high >= 0 (got {self.epsilon_high})")

@@ -30,7 +30,7 @@ from rtune.model import load_tokenizer_from, tokenizer_fingerprint, train_bpe_to
 BPE_BATCH_RECORDS = 256  # records read at a time while the BPE trains
 
 
-def _tokenizer(cfg: RTuneConfig, records, train_idx: np.ndarray, records_fp: str):
+def tokenizer_for(cfg: RTuneConfig, records, train_idx: np.ndarray, records_fp: str):
     """The model's own tokenizer, or a BPE trained on the training records (cached by content)."""
     tokenizer = model_tokenizer(cfg)
     if tokenizer is not None:
@@ -103,7 +103,7 @@ def prepare_with_datasets(cfg: RTuneConfig):
     else:
         eval_records = records
         train_idx, val_idx = split_documents(len(records), d.val_fraction, cfg.seed)
-    tokenizer = _tokenizer(cfg, records, train_idx, records_fp)
+    tokenizer = tokenizer_for(cfg, records, train_idx, records_fp)
     tok_fp = tokenizer_fingerprint(tokenizer)
     tokenizer_dir = os.path.join(d.cache_dir, "tokenizers", f"saved-{tok_fp}")
     if not os.path.isdir(tokenizer_dir):

@@ -40,7 +40,7 @@ def required_fields(fmt: str, messages_field: str, columns: Sequence[str]) -> Li
     if fmt == "chat":
         return [] if messages_field in columns or SHAREGPT_FIELD in columns else [messages_field]
     needed = {"instruction": ["instruction", "output"], "prompt_completion": ["prompt", "completion"],
-              "preference": ["prompt", "chosen", "rejected"]}.get(fmt, [])
+              "preference": ["prompt", "chosen", "rejected"], "prompt": ["prompt"]}.get(fmt, [])
     return [f for f in needed if f not in columns]
 
 

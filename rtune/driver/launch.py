@@ -17,6 +17,7 @@ from rtune.driver.plots import plot_losses
 from rtune.driver.preflight import describe_data, driver_progress, preflight
 from rtune.driver.progress import DriverProgress
 from rtune.driver.resources import resolve_cpus_per_worker
+from rtune.driver.rollout_pool import start_pool, stop_pool
 from rtune.errors import UserError, user_error_in
 from rtune.inference import model_card
 from rtune.metrics import METRICS_FILE, read_metrics
@@ -66,11 +67,17 @@ def _summarize(cfg: RTuneConfig, result, run_dir: Optional[str], wall_s: float, 
         "packing_non_pad_fraction": round(packing, 5),
         "wall_s": round(wall_s, 1),
     }
+    if cfg.objective.name == "grpo":  # rollouts: no validation loss, no packed rows
+        for key in ("eval_loss", "initial_eval_loss", "packing_non_pad_fraction"):
+            summary.pop(key)
     if run_dir:
         metrics_path = os.path.join(run_dir, METRICS_FILE)
         if os.path.exists(metrics_path):
-            evals = [r["eval_loss"] for r in read_metrics(metrics_path) if r.get("step") == 0 and "eval_loss" in r]
-            summary["initial_eval_loss"] = evals[0] if evals else None
+            records = read_metrics(metrics_path)
+            for key in ("eval_loss", "eval_reward"):  # where the eval curve started
+                first = [r[key] for r in records if r.get("step") == 0 and key in r]
+                if first or key in summary:
+                    summary[f"initial_{key}"] = first[0] if first else None
             summary["loss_curve"] = plot_losses(metrics_path, os.path.join(run_dir, LOSS_PNG),
                                                 f"rtune {cfg.run_name}")
         with open(os.path.join(run_dir, SUMMARY_FILE), "w") as f:
@@ -137,13 +144,17 @@ def train(cfg: RTuneConfig, keep_ray: bool = False, callbacks: Optional[list] = 
     resume_step = ckpt_step(resume_from)
     progress = (DriverProgress(run_dir, cfg.trainer.max_steps, resume_step=resume_step)
                 if show_progress and on_local_cluster() else None)
+    actors: list = []
     try:
+        if cfg.objective.name == "grpo" and cfg.rollout.engine == "actors":  # beside the workers, for the whole run
+            actors = start_pool(cfg, prepared)
         resources = {"CPU": cfg.cpus_per_worker}
         if cfg.use_gpu:
             resources["GPU"] = 1
         trainer = TorchTrainer(
             train_loop_per_worker,
-            train_loop_config={"cfg": to_dict(cfg), "data": prepared.to_dict(), "echo_progress": progress is None},
+            train_loop_config={"cfg": to_dict(cfg), "data": prepared.to_dict(), "echo_progress": progress is None,
+                               "rollout_actors": actors},
             scaling_config=ScalingConfig(num_workers=_scaling_workers(cfg), use_gpu=cfg.use_gpu,
                                          resources_per_worker=resources),
             run_config=RunConfig(
@@ -175,6 +186,8 @@ def train(cfg: RTuneConfig, keep_ray: bool = False, callbacks: Optional[list] = 
     finally:
         if progress is not None:
             progress.stop()
+        if actors:
+            stop_pool(actors)
         if started_ray and not keep_ray:
             local_ray.shutdown()
 

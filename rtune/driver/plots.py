@@ -15,6 +15,8 @@ def plot_losses(metrics_path: str, out_png: str, title: str) -> Optional[str]:
     if not os.path.exists(metrics_path):
         return None
     records = read_metrics(metrics_path)
+    if any("reward" in r for r in records):
+        return plot_rewards(records, out_png, title)
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
     shares = {"held-out reward accuracy": "eval_reward_accuracy",
@@ -47,6 +49,37 @@ def plot_losses(metrics_path: str, out_png: str, title: str) -> Optional[str]:
         more_handles, more_labels = right.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
     ax.legend(handles, labels, loc="center right")
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png
+
+
+def plot_rewards(records: List[Dict[str, Any]], out_png: str, title: str) -> Optional[str]:
+    """Online RL: the training reward (each logged window's mean) and eval_reward against step; completion length on a
+    second axis (a policy that learns to stop early, or to ramble, shows there first)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(r["step"], r["reward"]) for r in records if "reward" in r]
+    evals = [(r["step"], r["eval_reward"]) for r in records if "eval_reward" in r]
+    lengths = [(r["step"], r["completion_tokens"]) for r in records if "completion_tokens" in r]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    ax.plot(*zip(*train), label="reward (training rollouts)", lw=1.2)
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="eval_reward (held-out prompts)", lw=1.5)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("mean reward")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    right = ax.twinx()
+    right.plot(*zip(*lengths), ":", color="tab:gray", label="tokens per completion", lw=1.2)
+    right.set_ylabel("tokens per completion")
+    handles, labels = ax.get_legend_handles_labels()
+    more_handles, more_labels = right.get_legend_handles_labels()
+    ax.legend(handles + more_handles, labels + more_labels, loc="lower right")
     fig.tight_layout()
     fig.savefig(out_png)
     plt.close(fig)

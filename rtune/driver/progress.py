@@ -80,9 +80,11 @@ class DriverProgress(threading.Thread):
             if self.bar is not None:
                 self.bar.n = step
                 postfix = {"loss": f"{record['loss']:.3f}"} if "loss" in record else {}
+                if "reward" in record:
+                    postfix = {"reward": f"{record['reward']:.3f}"}
                 postfix["tok/s"] = f"{record['tokens_per_s']:,.0f}"
                 self.bar.set_postfix(postfix, refresh=True)
-                if "eval_loss" in record:
+                if "eval_loss" in record or "eval_reward" in record:
                     self.bar.write("[rtune] " + format_record(record, self.max_steps))
             else:
                 self._say("[rtune] " + format_record(record, self.max_steps))

@@ -39,7 +39,12 @@ class BatchSource(Protocol):
         """What a checkpoint needs to continue at the same place (plain data)."""
 
     def metrics(self) -> Dict[str, int]:
-        """Counters logged with every record (rows consumed, epoch)."""
+        """What is logged with each record: counters (rows consumed, epoch), and means over the steps since the last
+        call (rollout statistics)."""
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the data order the last step was in."""
 
 
 class PackedRowsSource:
@@ -65,6 +70,10 @@ class PackedRowsSource:
     @property
     def steps_per_epoch(self) -> int:
         return len(self.rows) // self.rows_per_step
+
+    @property
+    def epoch(self) -> int:
+        return self.order.epoch
 
     def next_step(self, step: int) -> List[MicroBatch]:
         return [MicroBatch({k: v.to(self.device, non_blocking=True)

@@ -27,10 +27,15 @@ from rtune.data.prepared import PreparedData
 from rtune.data.ray_engine import localize
 from rtune.data.rows import PackedRows, collate
 from rtune.metrics import METRICS_FILE
-from rtune.model import build_model, count_parameters, fit_embeddings, load_tokenizer_from, max_context
+from rtune.model import (build_model, count_parameters, disable_dropout, fit_embeddings, load_tokenizer_from,
+                         max_context, set_stop_tokens)
 from rtune.telemetry import RayMetrics
 from rtune.tokens import IGNORE
 from rtune.tracking import Tracker
+from rtune.data.prompt_sets import read_prompt_records
+from rtune.engine import TransformersEngine
+from rtune.rewards import Rewards
+from rtune.worker.actor_rollouts import ActorRollouts
 from rtune.worker.batches import PackedRowsSource
 from rtune.worker.checkpointing import CheckpointReporter
 from rtune.worker.collectives import all_reduce_sum, gather_objects
@@ -41,6 +46,7 @@ from rtune.worker.order import seed_micro_batch
 from rtune.worker.probes import MemoryProbe
 from rtune.worker.progress import MetricWindow, ProgressLog, flops_per_token, peak_flops
 from rtune.worker.reference import make_reference
+from rtune.worker.rollouts import PolicyRollouts, PromptView, RolloutSource
 from rtune.worker.strategy import Strategy, make_strategy
 
 
@@ -109,24 +115,6 @@ def evaluate(model, dataset: PackedRows, micro_batch_size: int, max_batches: Opt
     return result
 
 
-def _disable_dropout(model) -> None:
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    for key in ("attention_dropout", "attn_pdrop"):  # attention kernels read it from the config
-        if hasattr(model.config, key):
-            setattr(model.config, key, 0.0)
-
-
-def _set_stop_tokens(model, tokenizer, end_of_turn: Optional[str]) -> None:
-    """Generation stops at EOS and at the chat template's end-of-turn token (saved with every checkpoint)."""
-    if not end_of_turn:
-        return
-    stop = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(end_of_turn)]
-    model.generation_config.eos_token_id = sorted(set(stop))
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-
-
 def _local_run_dir(cfg: RTuneConfig) -> Optional[str]:
     """The run directory if storage is a local path (metrics and the storage scan need one)."""
     return None if is_uri(cfg.storage_path) else os.path.join(cfg.storage_path, cfg.run_name)
@@ -163,9 +151,9 @@ def _build_policy(cfg: RTuneConfig, strategy: Strategy, tokenizer, prepared: Pre
         model = build_model(cfg.model, len(tokenizer), tokenizer.eos_token_id,
                             checkpoint_dir=None if lora else resume_dir)
         new_token_ids = fit_embeddings(model, len(tokenizer))  # a chat template's tokens, new to a hub model
-    _set_stop_tokens(model, tokenizer, prepared.end_of_turn)
+    set_stop_tokens(model, tokenizer, prepared.end_of_turn)
     if objective.deterministic_forward:
-        _disable_dropout(model)
+        disable_dropout(model)
     if cfg.trainer.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
@@ -187,11 +175,49 @@ def _reference(cfg: RTuneConfig, strategy: Strategy, tokenizer, prepared: Prepar
             torch.manual_seed(cfg.seed)
             initial = build_model(cfg.model, len(tokenizer), tokenizer.eos_token_id)
             fit_embeddings(initial, len(tokenizer))
-        _disable_dropout(initial)
+        disable_dropout(initial)
         return initial
 
     return make_reference(cfg, strategy, prepared, splits, resume_dir, build_initial, strategy.rank,
                           strategy.world_size, strategy.device, autocast)
+
+
+def policy_generate(strategy: Strategy, tokenizer, cfg: RTuneConfig):
+    """The worker's own current model as a generate function (rollout.engine=policy, and eval_reward)."""
+    def generate(prompt_ids, sampling):
+        with strategy.for_generation() as unwrapped:
+            engine = TransformersEngine(unwrapped, tokenizer, cfg.generation.max_batch_size,
+                                        lockstep=strategy.gathers_weights_in_forward)
+            return engine.generate(prompt_ids, sampling)
+
+    return generate
+
+
+def _rollout_source(cfg: RTuneConfig, config: Dict[str, Any], prepared: PreparedData, tokenizer, strategy: Strategy,
+                    accum: int, reference, position) -> RolloutSource:
+    """Online RL's batch source: prompts, a rollout engine (this worker's model or the driver's actors), rewards."""
+    records, val_records = read_prompt_records(prepared.train_path), read_prompt_records(prepared.val_path)
+    r = cfg.rollout
+    if r.eval_max_prompts:
+        val_records = val_records[:r.eval_max_prompts]
+    if r.engine == "actors":
+        engine = ActorRollouts(config["rollout_actors"], strategy.rank, r.sync_every_steps, r.max_staleness,
+                               strategy.trainable_weights, strategy.device)
+    else:
+        engine = PolicyRollouts(policy_generate(strategy, tokenizer, cfg))
+    return RolloutSource(cfg, records, val_records, PromptView(tokenizer, r.chat, records), engine,
+                         Rewards(cfg.rewards, cfg.reward_weights, r.reward_timeout_s), strategy.rank,
+                         strategy.world_size, accum, strategy.device, tokenizer.pad_token_id, reference, position)
+
+
+def _describe_batches(cfg: RTuneConfig, prepared: PreparedData, batches) -> str:
+    if isinstance(batches, RolloutSource):
+        return (f"{prepared.train_documents} train prompts, {prepared.val_documents} held out |"
+                f" {batches.rows_per_step} prompts x {cfg.objective.num_generations} completions per step"
+                f" ({cfg.rollout.engine} rollouts), {batches.steps_per_epoch} steps per epoch")
+    return (f"{prepared.train_blocks} train rows x {cfg.data.seq_len} tokens ({prepared.packing} packing),"
+            f" {batches.steps_per_epoch} steps per epoch | {batches.rows_per_step} rows"
+            f" ({batches.rows_per_step * cfg.data.seq_len:,} token slots) per step")
 
 
 def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -214,9 +240,8 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     # ---- setup: data (cache hit: the driver prepared it), model, optimizer, resume state ----------
     prepared = _node_data(cfg, PreparedData(**config["data"]))
     tokenizer = load_tokenizer_from(prepared.tokenizer_dir, trust_remote_code=False)
-    train_set = PackedRows(prepared.train_path, tokenizer.pad_token_id)
-    val_set = PackedRows(prepared.val_path, tokenizer.pad_token_id)
-    objective = make_objective(cfg.objective)
+    objective = make_objective(cfg.objective, cfg.rollout.max_new_tokens)
+    online_rl = objective.name == "grpo"  # rollouts, not rows, are the batches (rollouts.py)
     resume_dir, state = _resume_state(cfg, run_dir)
     strategy = make_strategy(cfg, rank, world_size, device, accum)
     base_model = _build_policy(cfg, strategy, tokenizer, prepared, objective, resume_dir)
@@ -225,13 +250,21 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     if state is not None:
         strategy.load(resume_dir, state)
         step = state["step"]
-    # One seeded permutation of the rows per epoch, cut into global batches: the same rows in the same order
-    # whatever the worker count (a resumed run may have another), resumed at the saved global position.
-    batches = PackedRowsSource(train_set, cfg.seed, rank, world_size, t.micro_batch_size, accum, device,
-                               position=data_position(state, t.micro_batch_size) if state else None)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
-    reference = _reference(cfg, strategy, tokenizer, prepared, {"train": train_set, "val": val_set}, resume_dir,
-                           autocast) if objective.needs_reference else None
+    position = data_position(state, t.micro_batch_size) if state else None
+    if online_rl:
+        reference = _reference(cfg, strategy, tokenizer, prepared, {}, resume_dir, autocast) if cfg.objective.beta \
+            else None
+        batches = _rollout_source(cfg, config, prepared, tokenizer, strategy, accum, reference, position)
+    else:
+        train_set = PackedRows(prepared.train_path, tokenizer.pad_token_id)
+        val_set = PackedRows(prepared.val_path, tokenizer.pad_token_id)
+        # One seeded permutation of the rows per epoch, cut into global batches: the same rows in the same order
+        # whatever the worker count (a resumed run may have another), resumed at the saved global position.
+        batches = PackedRowsSource(train_set, cfg.seed, rank, world_size, t.micro_batch_size, accum, device,
+                                   position=position)
+        reference = _reference(cfg, strategy, tokenizer, prepared, {"train": train_set, "val": val_set}, resume_dir,
+                               autocast) if objective.needs_reference else None
     peak_per_worker, peak_source = peak_flops(device, t.precision, cfg.cpus_per_worker)
     progress = ProgressLog(os.path.join(run_dir, METRICS_FILE) if run_dir else None, step, t.max_steps, is_main,
                            echo=config.get("echo_progress", True),
@@ -240,14 +273,11 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     # Rank 0's trackers; a resumed run (same driver or a re-run) continues the same tracker runs.
     tracker = Tracker(cfg, config["cfg"], run_dir, step, (state or {}).get("tracking"), enabled=is_main,
                       warn=progress.warn)
-    rows_per_step = batches.rows_per_step
     starts = progress.event(
         (f"resuming from {resume_dir} at step {step}" if resume_dir else "starting fresh")
         + f" | {world_size} worker(s) on {device}, {cfg.strategy.name}"
         f" | {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)"
-        f" | {prepared.train_blocks} train rows x {cfg.data.seq_len} tokens ({prepared.packing} packing),"
-        f" {batches.steps_per_epoch} steps per epoch | {rows_per_step} rows"
-        f" ({rows_per_step * cfg.data.seq_len:,} token slots) per step | MFU peak: {peak_source}"
+        f" | {_describe_batches(cfg, prepared, batches)} | MFU peak: {peak_source}"
         + "".join(f" | {where}" for where in tracker.locations), step=step, resumed_from=resume_dir)
     checkpoints = CheckpointReporter(cfg, strategy, tokenizer, base_model, reference)  # sync or in the background
     ray_metrics = RayMetrics(cfg.run_name, enabled=is_main)  # the dashboard's / Prometheus' view of the run
@@ -265,6 +295,9 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         tracker.log(at_step, logged)
 
     def run_eval() -> Dict[str, float]:
+        if online_rl:  # eval_reward: completions of held-out prompts, scored
+            return batches.evaluate(policy_generate(strategy, tokenizer, cfg), strategy.gathers_weights_in_forward,
+                                    cfg.rollout.eval_samples)
         return evaluate(model, val_set, t.micro_batch_size, t.eval_max_batches, rank, world_size, device, autocast,
                         objective, reference)
 
@@ -272,14 +305,14 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         with strategy.for_generation() as unwrapped:
             return generation_eval.run(unwrapped)
 
-    eval_loss: Optional[float] = None
+    last_eval: Dict[str, float] = {}  # the latest evaluation (eval_loss, or eval_reward for online RL)
     last_pass: Dict[str, float] = {}  # the latest eval_pass@1, sent with every later report (a search ranks by it)
     if step == 0:  # the starting point of the eval curves
         record = run_eval()
         if generation_eval.due(0):
             last_pass = run_generation_eval()
             record.update(last_pass)
-        eval_loss = record["eval_loss"]
+        last_eval = record
         log(0, record, 0)
 
     # ---- train ------------------------------------------------------------------------------------
@@ -293,12 +326,13 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         for i, micro in enumerate(micro_batches):
             seed_micro_batch(cfg.seed, step, micro.index)  # dropout keyed by global position, not rank
             with strategy.accumulating(is_last_micro_step=i == len(micro_batches) - 1):
-                loss_sum, metrics = forward_loss(model, micro.tensors, objective, autocast, reference)
+                loss_sum, metrics = forward_loss(model, micro.tensors, objective, autocast,
+                                                 None if online_rl else reference)  # RL's: in the batch
                 strategy.backward(loss_sum * (world_size / max(step_units, 1.0)))  # DDP averages over ranks
             window.add(micro.tensors, loss_sum.item(), metrics, target_tokens(micro.tensors))
         strategy.step()  # clip, optimizer, schedule
         step += 1
-        debug.after_step(step, batches.metrics()["epoch"], [micro.rows for micro in micro_batches])
+        debug.after_step(step, batches.epoch, [micro.rows for micro in micro_batches])
         step_tokens, step_targets = window.end_step(step_units / world_size)
         progress.step(step, step_tokens * world_size, step_targets * world_size)
 
@@ -311,8 +345,8 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             record, window_tokens = window.record(lr, batches.metrics())
         with progress.paused():  # eval and checkpoint time is not training throughput
             if do_eval:
-                record.update(run_eval())
-                eval_loss = record["eval_loss"]
+                last_eval = run_eval()
+                record.update(last_eval)
             if do_generate:
                 last_pass = run_generation_eval()
                 record.update(last_pass)
@@ -328,7 +362,9 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     if not is_main:
         return None
     tracker.close()
-    return {"final_step": step, "eval_loss": eval_loss, "steady_tokens_per_s": progress.steady_tokens_per_s(),
+    return {"final_step": step, "eval_loss": last_eval.get("eval_loss"),
+            **({"eval_reward": last_eval["eval_reward"]} if "eval_reward" in last_eval else {}),
+            "steady_tokens_per_s": progress.steady_tokens_per_s(),
             "steady_target_tokens_per_s": progress.steady_target_tokens_per_s(),
             "steady_mfu": progress.steady_mfu(), "mfu_peak_source": peak_source,
             "trainable_params": trainable, "total_params": total,

@@ -21,6 +21,17 @@ packing keeps them from seeing each other) and `sequence_ids` say which tokens b
 
 Every preference objective reports, summed over pairs: rewards_chosen, rewards_rejected, reward_margin
 and reward_accuracy (the share of pairs whose chosen reward is the higher).
+
+Online RL (`grpo`) reads rows of prompt + completion (labels: the completion's tokens) with each completion's
+`advantages`, the behaviour policy's `old_logprobs` (absent on-policy: then r = 1 with the gradient of log pi) and,
+with beta > 0, the reference's `ref_logprobs`. Per completion token, as TRL and verl compute it:
+
+    grpo   -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A) + beta k3,  r = exp(logp - logp_old),
+           k3 = exp(ref - logp) - (ref - logp) - 1
+           aggregated by loss_type: dapo (unit: a completion token), grpo (unit: a completion; each completion's
+           token mean), dr_grpo (unit: max_new_tokens token slots of a completion)
+
+Its metrics, clip_fraction and kl, are token means weighted like the loss (exact token means under dapo).
 """
 
 from __future__ import annotations
@@ -48,7 +59,7 @@ class Objective:
     """
 
     name: str
-    count: Callable[[Dict[str, torch.Tensor]], int]
+    count: Callable[[Dict[str, torch.Tensor]], float]
     loss: Callable[[torch.Tensor, Dict[str, torch.Tensor]], LossOut]
     needs_reference: bool = False
     deterministic_forward: bool = False
@@ -158,8 +169,51 @@ def simpo(cfg: ObjectiveConfig) -> Objective:
     return Objective("simpo", pairs_in, loss, deterministic_forward=True)
 
 
-def make_objective(cfg: ObjectiveConfig) -> Objective:
-    """The objective `objective.name` names, with its settings."""
+def grpo(cfg: ObjectiveConfig, max_new_tokens: int) -> Objective:
+    def per_completion_units(mask: torch.Tensor) -> torch.Tensor:
+        """What one completion counts for in the step's normaliser."""
+        if cfg.loss_type == "dapo":
+            return mask.sum(-1)
+        return torch.full((mask.shape[0],), 1.0 if cfg.loss_type == "grpo" else float(max_new_tokens),
+                          device=mask.device)
+
+    def count(batch: Dict[str, torch.Tensor]) -> float:
+        mask = (batch["labels"] != IGNORE).float()
+        return float(per_completion_units(mask).sum())
+
+    def loss(logprobs: torch.Tensor, batch: Dict[str, torch.Tensor]) -> LossOut:
+        mask = (batch["labels"] != IGNORE).float()
+        old = batch.get("old_logprobs")
+        old = logprobs.detach() if old is None else old
+        ratio = torch.exp(logprobs - old)
+        advantages = batch["advantages"].unsqueeze(1).to(logprobs.dtype)
+        clipped_ratio = torch.clamp(ratio, 1 - cfg.epsilon_low, 1 + cfg.epsilon_high)
+        per_token = -torch.min(ratio * advantages, clipped_ratio * advantages)
+        clipped = (((ratio < 1 - cfg.epsilon_low) & (advantages < 0))  # where the clip stops the gradient
+                   | ((ratio > 1 + cfg.epsilon_high) & (advantages > 0)))
+        metrics = {"clip_fraction": clipped.float()}
+        if cfg.beta:
+            delta = batch["ref_logprobs"] - logprobs
+            kl = torch.exp(delta) - delta - 1
+            per_token = per_token + cfg.beta * kl
+            metrics["kl"] = kl.detach()
+        tokens = mask.sum(-1)
+        units = per_completion_units(mask)
+        if cfg.loss_type == "grpo":
+            loss_sum = ((per_token * mask).sum(-1) / tokens.clamp(min=1)).sum()
+        else:  # dapo: the loop divides by the step's completion tokens; dr_grpo: by completions x max_new_tokens
+            loss_sum = (per_token * mask).sum()
+        # each completion's token mean, weighted by what it counts for: exact token means under dapo
+        sums = {k: ((v * mask).sum(-1) / tokens.clamp(min=1) * units).sum() for k, v in metrics.items()}
+        return loss_sum, sums
+
+    return Objective("grpo", count, loss, deterministic_forward=True)
+
+
+def make_objective(cfg: ObjectiveConfig, max_new_tokens: int = 0) -> Objective:
+    """The objective `objective.name` names, with its settings (GRPO's dr_grpo needs rollout.max_new_tokens)."""
     if cfg.name == "sft":
         return SFT
+    if cfg.name == "grpo":
+        return grpo(cfg, max_new_tokens)
     return {"dpo": dpo, "orpo": orpo, "simpo": simpo}[cfg.name](cfg)

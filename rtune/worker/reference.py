@@ -1,4 +1,4 @@
-"""DPO's reference model: where log ref(y) of each reply comes from.
+"""The reference model of DPO and GRPO (beta > 0): where log ref(y) of each reply comes from.
 
     adapters    with LoRA, the policy itself with its adapters disabled: no second copy of the model
     precompute  one pass of the initial model over every pair (train and validation) before step 1;
@@ -7,7 +7,8 @@
     live        a frozen copy of the initial model, wrapped like the policy (a replica under DDP,
                 sharded under FSDP2 and ZeRO-3), run forward on every micro-batch
 
-Each gives `pair_logps(batch, split)`: the PairLogps of the batch's pairs under the reference.
+Each gives `pair_logps(batch, split)`: the PairLogps of the batch's pairs under the reference; adapters and live
+also give `token_logprobs(batch)`, GRPO's per-token view (its completions are new every step: always live).
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ class AdapterReference:
     def __init__(self, model, peft_model, autocast):
         self.model, self.peft_model, self.autocast = model, peft_model, autocast
 
-    def pair_logps(self, batch: Dict[str, torch.Tensor], split: str) -> PairLogps:
+    def token_logprobs(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.no_grad(), self.peft_model.disable_adapter(), self.autocast:
-            logprobs = self.model(batch["input_ids"], batch["labels"], batch["position_ids"])
-        return pair_logps(logprobs, batch)
+            return self.model(batch["input_ids"], batch["labels"], batch["position_ids"])
+
+    def pair_logps(self, batch: Dict[str, torch.Tensor], split: str) -> PairLogps:
+        return pair_logps(self.token_logprobs(batch), batch)
 
 
 class LiveReference:
@@ -45,10 +48,12 @@ class LiveReference:
     def __init__(self, module, autocast):
         self.module, self.autocast = module, autocast
 
-    def pair_logps(self, batch: Dict[str, torch.Tensor], split: str) -> PairLogps:
+    def token_logprobs(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.no_grad(), self.autocast:
-            logprobs = self.module(batch["input_ids"], batch["labels"], batch["position_ids"])
-        return pair_logps(logprobs, batch)
+            return self.module(batch["input_ids"], batch["labels"], batch["position_ids"])
+
+    def pair_logps(self, batch: Dict[str, torch.Tensor], split: str) -> PairLogps:
+        return pair_logps(self.token_logprobs(batch), batch)
 
 
 class PrecomputedReference:
@@ -96,7 +101,7 @@ def make_reference(cfg, strategy, prepared, datasets: Dict[str, object], resume_
     """
     if cfg.peft.method == "lora":
         return AdapterReference(strategy.model, strategy.raw, autocast)
-    if cfg.objective.reference == "live":
+    if cfg.objective.reference == "live" or cfg.objective.name == "grpo":  # GRPO's completions are new every step
         return LiveReference(strategy.reference_module(build_initial()), autocast)
     tables = load_tables(os.path.join(resume_dir, REFERENCE_FILE)) if resume_dir else None
     path = cache_path(cfg, prepared)

@@ -98,6 +98,13 @@ class Strategy:
         """The unwrapped model to generate with (the engine calls it with a KV cache, outside the loss wrapper)."""
         yield self.raw
 
+    def trainable_weights(self) -> Optional[Dict[str, torch.Tensor]]:
+        """Rank 0: every trainable parameter, whole, on the CPU (what RL's rollout actors are sent); others: None.
+        A collective where parameters are sharded, so every rank calls it."""
+        if self.rank != 0:
+            return None
+        return {name: p.detach().to("cpu", copy=True) for name, p in self.raw.named_parameters() if p.requires_grad}
+
     def _prepare(self, model, adapter_dir: Optional[str], new_token_ids: Sequence[int]):
         """LoRA (with the adapter of the checkpoint being resumed), and the log-prob view of the model."""
         self.raw = apply_lora(model, self.cfg.peft, new_token_ids) if self.lora else model
@@ -206,11 +213,23 @@ class FSDPStrategy(Strategy):
     def for_generation(self):
         """The root unit (embeddings, final norm, head) gathered for the whole generation: the engine calls the
         model inside the wrapper, where only the blocks' own units gather and free their weights."""
+        # FSDP2 initialises lazily from the first forward's module: make that the root, not a block the engine calls
+        # first (online RL generates before any training forward)
+        self.model._get_fsdp_state()._lazy_init()
         self.model.unshard()
         try:
             yield self.raw
         finally:
             self.model.reshard()
+
+    def trainable_weights(self) -> Optional[Dict[str, torch.Tensor]]:
+        out = {}
+        for name, p in self.raw.named_parameters():
+            if p.requires_grad:
+                whole = p.full_tensor() if hasattr(p, "full_tensor") else p  # all ranks gather each DTensor
+                if self.rank == 0:
+                    out[name] = whole.detach().to("cpu", copy=True)
+        return out if self.rank == 0 else None
 
     def reference_module(self, model):
         """Sharded like the policy: no rank holds the frozen copy whole."""
@@ -308,6 +327,15 @@ class DeepSpeedStrategy(Strategy):
     @property
     def gathers_weights_in_forward(self) -> bool:  # ZeRO-3's hooks gather each module's partitions
         return self.cfg.strategy.zero_stage == 3
+
+    def trainable_weights(self) -> Optional[Dict[str, torch.Tensor]]:
+        import deepspeed
+
+        params = [(name, p) for name, p in self.raw.named_parameters() if p.requires_grad]
+        with deepspeed.zero.GatheredParameters([p for _, p in params], enabled=self.cfg.strategy.zero_stage == 3):
+            if self.rank != 0:
+                return None
+            return {name: p.detach().to("cpu", copy=True) for name, p in params}
 
     def ds_config(self) -> Dict[str, Any]:
         """Generated from the trainer settings: one source of truth for batch, clipping and precision."""
