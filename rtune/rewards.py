@@ -116,7 +116,7 @@ class Rewards:
                  chunk: int = 64):
         for spec in specs:
             if spec not in BUILT_IN:
-                user_function(spec)  # a name that cannot be loaded: one UserError, now
+                user_function(spec, "reward")  # a name that cannot be loaded: one UserError, now
         self.specs, self.timeout_s, self.chunk = list(specs), timeout_s, chunk
         self.weights = list(weights) if weights is not None else [1.0] * len(self.specs)
         self.names = [reward_name(s) for s in self.specs]

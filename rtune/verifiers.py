@@ -90,18 +90,18 @@ def _regex(completion: str, record: Mapping[str, Any]) -> float:
     return float(re.search(str(record.get("pattern", "")), completion) is not None)
 
 
-def user_function(spec: str) -> Callable[..., Any]:
-    """`pkg.module:function` -> the function (UserError naming what is wrong)."""
+def user_function(spec: str, kind: str = "verifier") -> Callable[..., Any]:
+    """`pkg.module:function` -> the function (UserError naming what is wrong; kind: what the user called it)."""
     module_name, _, name = spec.partition(":")
     if not module_name or not name:
-        raise UserError(f"verifier {spec!r}: name one of {', '.join(BUILT_IN)} or a function as pkg.module:function")
+        raise UserError(f"{kind} {spec!r}: name one of {', '.join(BUILT_IN)} or a function as pkg.module:function")
     try:
         fn = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as err:
-        raise UserError(f"verifier {spec!r} cannot be loaded ({err}): check the module is importable on every "
+        raise UserError(f"{kind} {spec!r} cannot be loaded ({err}): check the module is importable on every "
                         "node and the function exists") from None
     if not callable(fn):
-        raise UserError(f"verifier {spec!r} is not a function")
+        raise UserError(f"{kind} {spec!r} is not a function")
     return fn
 
 

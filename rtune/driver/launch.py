@@ -216,7 +216,7 @@ def format_summary(summary: Dict[str, Any]) -> str:
     lines = ["", "rtune summary", "-------------"]
     for key, value in summary.items():
         if isinstance(value, float):
-            if key.endswith("loss") or key.startswith("eval_"):
+            if key.endswith("loss") or key.startswith(("eval_", "initial_eval_")):
                 value = f"{value:.4f}"
             elif key.endswith(("mfu", "fraction")):
                 value = f"{100 * value:.2f}%"

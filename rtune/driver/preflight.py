@@ -20,6 +20,7 @@ from rtune.data.pipeline import prepare_data
 from rtune.driver import local_ray
 from rtune.driver.cluster import connect, local_num_cpus, ray_initialized
 from rtune.driver.resources import resolve_cpus_per_worker
+from rtune.rewards import Rewards
 from rtune.errors import UserError
 from rtune.fit import check_fit
 from rtune.model import check_lora_targets, load_model_config, max_context
@@ -123,6 +124,8 @@ def preflight(cfg: RTuneConfig, concurrent_runs: int = 1):
     validate(cfg)
     finalize(cfg)
     check_backends(cfg)
+    if cfg.objective.name == "grpo":
+        Rewards(cfg.rewards, cfg.reward_weights)  # a reward function that cannot be imported: one line, now
     local_head = not (ray_initialized() or cfg.ray_address or os.environ.get("RAY_ADDRESS"))
     if local_head:  # the local Ray comes up in its own process while the checks and the data below run
         resolve_cpus_per_worker(cfg, concurrent_runs)  # before the local Ray is sized for the workers
