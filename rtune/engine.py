@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from dataclasses import dataclass, field, replace
-from typing import Any, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
+from typing import Any, Iterator, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 import torch
 
@@ -157,7 +157,10 @@ class TransformersEngine:
     def load_weights(self, state: Mapping[str, torch.Tensor]) -> None:
         self.model.load_state_dict(dict(state), strict=True)
 
-    def generate(self, prompt_ids: Sequence[Sequence[int]], sampling: Sampling) -> List[List[Completion]]:
+    def generate(self, prompt_ids: Sequence[Sequence[int]], sampling: Sampling,
+                 seeds: Optional[Sequence[int]] = None) -> List[List[Completion]]:
+        """seeds: one sampling seed per prompt instead of sampling.seed (requests of a server's batch each keep
+        their own)."""
         sampling.check()
         if any(len(p) == 0 for p in prompt_ids):
             raise UserError("a prompt is empty: every prompt needs at least one token")
@@ -168,12 +171,53 @@ class TransformersEngine:
         try:
             with torch.no_grad():
                 for start in range(0, len(prompt_ids), per_call):
-                    out += self._generate_batch([list(p) for p in prompt_ids[start:start + per_call]], sampling)
+                    out += self._generate_batch([list(p) for p in prompt_ids[start:start + per_call]], sampling,
+                                                None if seeds is None else list(seeds[start:start + per_call]))
         finally:
             self.model.train(was_training)
         return out
 
-    def _generate_batch(self, prompts: List[List[int]], s: Sampling) -> List[List[Completion]]:
+    def _generate_batch(self, prompts: List[List[int]], s: Sampling, seeds: Optional[List[int]] = None
+                        ) -> List[List[Completion]]:
+        rows: List[_Row] = []
+        for rows in self._decode(prompts, s, seeds):  # noqa: B007 - the last yield holds the finished rows
+            pass
+        return [[self._completion(row) for row in rows[i * s.n:(i + 1) * s.n]] for i in range(len(prompts))]
+
+    def stream(self, prompt_ids: Sequence[int], sampling: Sampling) -> Iterator[Tuple[str, Optional[Completion]]]:
+        """One prompt, one completion, as it is generated: (new text, None) after each token whose text is settled,
+        then ("", the whole Completion) at the end. The text deltas add up to the completion's text."""
+        s = replace(sampling, n=1)
+        s.check()
+        if not prompt_ids:
+            raise UserError("a prompt is empty: every prompt needs at least one token")
+        was_training = self.model.training
+        self.model.eval()
+        sent = ""
+        try:
+            with torch.no_grad():
+                for rows in self._decode([list(prompt_ids)], s):
+                    row = rows[0]
+                    if row.finish_reason is not None:
+                        break
+                    text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+                    # hold back a possibly incomplete character and anything a stop string may yet cut
+                    settled = text[:max(len(sent), len(text) - max([len(x) for x in s.stop] + [1]))]
+                    if settled.endswith("\ufffd"):
+                        settled = settled[:-1]
+                    if len(settled) > len(sent):
+                        yield settled[len(sent):], None
+                        sent = settled
+        finally:
+            self.model.train(was_training)
+        completion = self._completion(rows[0])
+        if completion.text.startswith(sent) and len(completion.text) > len(sent):
+            yield completion.text[len(sent):], None
+        yield "", completion
+
+    def _decode(self, prompts: List[List[int]], s: Sampling, seeds: Optional[List[int]] = None
+                ) -> Iterator[List[_Row]]:
+        """The rows being generated, yielded after every decode step (the last yield holds the finished rows)."""
         device, pad = self.device, self.tokenizer.eos_token_id
         width = max(len(p) for p in prompts)
         if self.context is not None:  # learned positions end somewhere: a completion stops there ("length")
@@ -194,7 +238,9 @@ class TransformersEngine:
             cache.batch_repeat_interleave(s.n)
             logits, mask = logits.repeat_interleave(s.n, 0), mask.repeat_interleave(s.n, 0)
             positions = positions.repeat_interleave(s.n, 0)
-        rows = [_Row(i // s.n, self._uniforms(s, prompts[i // s.n], i % s.n)) for i in range(len(prompts) * s.n)]
+        seeds = seeds or [s.seed] * len(prompts)
+        rows = [_Row(i // s.n, self._uniforms(replace(s, seed=seeds[i // s.n]), prompts[i // s.n], i % s.n))
+                for i in range(len(prompts) * s.n)]
         draws = torch.stack([row.uniforms for row in rows]) if s.temperature > 0 else None
         stop_ids = set(self.stop_ids) | set(s.stop_token_ids)
         next_position = positions[:, -1:] + 1
@@ -211,12 +257,13 @@ class TransformersEngine:
                 break
             if step == s.max_new_tokens - 1:
                 break
+            yield rows
             feed = torch.tensor([[row.tokens[-1] if row.finish_reason is None else pad] for row in rows], device=device)
             mask = torch.cat([mask, torch.ones_like(feed)], dim=1)
             out = self.model(input_ids=feed, attention_mask=mask, position_ids=next_position, use_cache=True,
                              **{self._cache_arg: cache})
             cache, logits, next_position = _cache_of(out), out.logits[:, -1].float(), next_position + 1
-        return [[self._completion(row) for row in rows[i * s.n:(i + 1) * s.n]] for i in range(len(prompts))]
+        yield rows
 
     @staticmethod
     def _uniforms(s: Sampling, prompt: List[int], j: int) -> Optional[torch.Tensor]:
