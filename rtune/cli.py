@@ -27,6 +27,10 @@ commands:
   eval <checkpoint | model dir | run dir | hub id> [...] [benchmark=rust_eval] [samples=10 k=[1,5,10]
                                   temperature=0.8] [storage_path=results run_name=...]: pass@k by running the
                                   code (rustc, sandboxed); --canonical scores the benchmark's own solutions
+  serve <checkpoint | model dir | hub id> [adapter=<name>=<checkpoint> ...] [name=<id>] [port=8000 ...]
+                                  an OpenAI-compatible endpoint on Ray Serve (127.0.0.1 unless serve.host and
+                                  serve.api_key_env say otherwise); Ctrl-C drains and stops; --stop stops one
+                                  running on a cluster (RAY_ADDRESS / rtune up)
   tune [KEY=VALUE ...] 'search.space={optim.lr: "loguniform(1e-5,1e-3)"}' [search.num_samples=8]
                                   Ray Tune search over runs, early stopping with ASHA; summary + plot
   docs [--write | --check]         the configuration reference (docs/configuration.md), generated from the schema
@@ -197,6 +201,37 @@ def _up_down(command: str, args: List[str]) -> None:
     print(local_ray.up(int(args[1]) if args else None), flush=True)
 
 
+def _serve(args: List[str]) -> None:
+    import time
+
+    from rtune.driver.cluster import connect
+    from rtune.driver.serve import parse_serve_args, start, stop
+
+    model, name, adapters, overrides, stopping = parse_serve_args(args)
+    cfg = compose_config(overrides)
+    cfg.serve.check()
+    if stopping:
+        if not (cfg.ray_address or os.environ.get("RAY_ADDRESS")):
+            raise UserError("rtune serve --stop stops an endpoint on a running cluster: set RAY_ADDRESS (or "
+                            "ray_address=...); one started in a terminal stops with Ctrl-C there")
+        connect(cfg, driver_progress=False)
+        stop()
+        print("[rtune] stopped the endpoint (in-flight requests were drained)", flush=True)
+        return
+    if model is None:
+        raise UserError("usage: python -m rtune serve <checkpoint | model dir | hub id> [adapter=<name>=<checkpoint>]")
+    connect(cfg, driver_progress=False)
+    url = start(cfg, model, name, adapters)
+    print(f"[rtune] serving at {url} (OpenAI-compatible: /v1/models, /v1/completions, /v1/chat/completions; "
+          f"/health){' with an API key' if cfg.serve.api_key_env else ''}. Ctrl-C drains and stops.", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("[rtune] draining in-flight requests, then stopping", flush=True)
+        stop()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -217,6 +252,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                   file=sys.stderr)
             return 2
         return _guarded(lambda: run_search(compose_config(rest)))
+    if command == "serve":
+        return _guarded(lambda: _serve(rest))
     if command == "docs":
         from rtune.docs import main as docs_main
 
@@ -228,8 +265,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if command in ("up", "down"):
         return _guarded(lambda: _up_down(command, rest))
     if command != "train":
-        print(f"rtune: error: unknown command {command!r}: use train, eval, generate, tune, submit, up, down, export "
-              "or docs",
+        print(f"rtune: error: unknown command {command!r}: use train, eval, generate, serve, tune, submit, up, down, "
+              "export or docs",
               file=sys.stderr)
         return 2
     if any(arg.split("=")[0] in HYDRA_FLAGS for arg in rest):

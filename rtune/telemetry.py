@@ -26,7 +26,18 @@ GAUGES = (
      "held-out pairs, at the last evaluation.", "eval_reward_margin"),
     ("rtune_eval_pass_at_1", "trainer.eval_generate_every_steps: share of the benchmark's sampled completions "
      "that pass their checks (pass@1), at the last generation evaluation.", "eval_pass@1"),
+    ("rtune_reward", "Online RL: mean reward of the training rollouts, last logging window.", "reward"),
+    ("rtune_eval_reward", "Online RL: mean reward on held-out prompts, at the last evaluation.", "eval_reward"),
 )
+# `rtune serve`'s metrics (set by its ingress): (name, kind, description). Prometheus adds _total to counters and
+# _bucket / _sum / _count to histograms.
+SERVE_METRICS = (
+    ("rtune_serve_requests", "counter", "HTTP requests answered, by status."),
+    ("rtune_serve_latency_s", "histogram", "Seconds from a request's arrival to its last byte."),
+    ("rtune_serve_generated_tokens", "counter", "Completion tokens generated."),
+    ("rtune_serve_in_flight", "gauge", "Requests being answered now."),
+)
+SERVE_LATENCY_BUCKETS_S = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 TAG_KEYS = ("run",)
 
 

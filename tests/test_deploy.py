@@ -61,13 +61,17 @@ def test_kuberay_rayjob_runs_a_valid_rtune_invocation_on_gpu_workers():
 
 
 def test_grafana_dashboard_plots_every_exported_metric():
-    from rtune.telemetry import GAUGES
+    from rtune.telemetry import GAUGES, SERVE_METRICS
 
     dashboard = json.loads((ROOT / "deploy/grafana/rtune_dashboard.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     for name, _, _ in GAUGES:
         assert any(f"ray_{name}{{" in e for e in exprs), f"no panel plots ray_{name}"
-    exported = {f"ray_{name}" for name, _, _ in GAUGES}
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    serving = {f"ray_{name}{suffix}" for name, kind, _ in SERVE_METRICS for suffix in suffixes[kind]}
+    for name, _, _ in SERVE_METRICS:
+        assert any(re.search(rf"ray_{name}(_total|_bucket)?{{", e) for e in exprs), f"no panel plots ray_{name}"
+    exported = {f"ray_{name}" for name, _, _ in GAUGES} | serving
     for expr in exprs:
         assert set(re.findall(r"ray_rtune_\w+", expr)) <= exported, expr
 

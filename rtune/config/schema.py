@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from rtune.config.checks import PREFERENCE_OBJECTIVES, RUN_NAME, _at_least_one
 from rtune.config.operations import DebugConfig, EvalConfig, GenerationConfig, SearchConfig, TrackingConfig
 from rtune.config.rl import RolloutConfig
+from rtune.config.serving import ServeConfig
 from rtune.config.training import (DataConfig, ModelConfig, ObjectiveConfig, OptimConfig, PeftConfig, StrategyConfig,
                                    TrainerConfig)
 from rtune.errors import UserError
@@ -47,6 +48,7 @@ class RTuneConfig:
         eval: Evaluation by running generated code (`rtune eval`, trainer.eval_generate_every_steps).
         generation: Generation on the cluster: backend, batch, engine actors (`rtune generate`, `rtune eval`).
         rollout: objective=grpo's rollouts: engine, sampling, actors, reward timeout.
+        serve: `rtune serve`: replicas, batching, limits, host, port and the API key's variable.
         rewards: objective=grpo's reward functions: `rust_tests`, `rust_compiles`, `exact_match`, `regex`, or a
             function as `pkg.module:function` (per sample `f(prompt, completion, **columns) -> float`, or TRL's
             batched `f(prompts, completions, **columns) -> list of floats`). Logged as reward_<name>.
@@ -66,6 +68,7 @@ class RTuneConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     rewards: List[str] = field(default_factory=list)
     reward_weights: Optional[List[float]] = None
     num_workers: Any = 2  # an integer, or [min, max] (elastic)
@@ -126,7 +129,7 @@ def validate(cfg: RTuneConfig) -> None:
     its fields), then the rules that span sections. Raises UserError naming the fix."""
     cfg.check()
     for section in (cfg.model, cfg.data, cfg.trainer, cfg.optim, cfg.peft, cfg.strategy, cfg.debug, cfg.objective,
-                    cfg.tracking, cfg.eval, cfg.generation, cfg.rollout):
+                    cfg.tracking, cfg.eval, cfg.generation, cfg.rollout, cfg.serve):
         section.check()
     _rules_across_sections(cfg)
 

@@ -29,7 +29,7 @@ WORKING_DIR_EXCLUDES = [".git", ".venv", "venv", "results", "outputs", "multirun
                         ".pytest_cache", ".ruff_cache", "*.egg-info", "conf/local"]
 # Exit codes: the job's status decides.
 EXIT_CODES = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 130}
-COMMANDS = ("train", "tune")
+COMMANDS = ("train", "tune", "serve")
 SUBMIT_RETRY_S = 60  # a freshly started head takes a few seconds to register its job agents
 
 
@@ -68,9 +68,11 @@ def build_entrypoint(command: List[str], local_storage: Optional[str]) -> List[s
     Without it the job would write into its working_dir copy, which Ray deletes with the job.
     """
     if not command or command[0] not in COMMANDS:
-        raise UserError(f"submit needs a command after `--`: python -m rtune submit -- train <overrides> "
+        raise UserError(f"submit needs a command after `--`: python -m rtune submit -- train|tune|serve <args> "
                         f"(got {' '.join(command) or 'nothing'})")
     overrides = command[1:]
+    if command[0] == "serve":  # an endpoint writes nothing to storage; it runs until `rtune serve --stop`
+        return ["python", "-m", "rtune", "serve", *overrides]
     if local_storage and not any(o.split("=")[0].lstrip("+~") == "storage_path" for o in overrides):
         overrides = [*overrides, f"storage_path={local_storage}"]
     return ["python", "-m", "rtune", command[0], *overrides]
