@@ -13,6 +13,9 @@ given): a 2 x 128 GPT-2 that adds two-digit numbers about a third of the time. T
 32 prompts x 8 completions per step, exact-match reward, lr 2e-4 (20 warmup steps, then constant), AdamW
 (0.9, 0.95), no weight decay, clip 0.2 / 0.28, beta 0, `dapo` aggregation, temperature 1.
 
+TRL is not a dependency of rtune: `pip install --no-deps trl==1.16.0` adds it without touching torch or transformers
+(what this measurement ran).
+
     python scripts/bench/grpo.py                 # ~8 min on 2 cores: results/benchmarks/grpo.json + grpo.png
     python scripts/bench/grpo.py --quick         # 20 steps: results/smoke/
 """
