@@ -71,15 +71,13 @@ class PromptView:
 
 
 class PolicyRollouts:
-    """rollout.engine=policy: the worker's own current model generates its groups when they are collected."""
+    """rollout.engine=policy: the worker's own current model generates its groups when they are collected (never
+    ahead of the step, so the source never calls `request` on it)."""
 
     ahead = False
 
     def __init__(self, generate: Generate):
         self.generate = generate
-
-    def request(self, step: int, prompt_ids: List[List[int]], sampling: Sampling) -> None:
-        raise NotImplementedError("the policy generates on collect")
 
     def collect(self, step: int, prompt_ids: List[List[int]], sampling: Sampling) -> List[List[Completion]]:
         return self.generate(prompt_ids, sampling)
