@@ -195,19 +195,14 @@ class TransformersEngine:
         self.model.eval()
         sent = ""
         try:
-            with torch.no_grad():
-                for rows in self._decode([list(prompt_ids)], s):
-                    row = rows[0]
-                    if row.finish_reason is not None:
-                        break
-                    text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
-                    # hold back a possibly incomplete character and anything a stop string may yet cut
-                    settled = text[:max(len(sent), len(text) - max([len(x) for x in s.stop] + [1]))]
-                    if settled.endswith("\ufffd"):
-                        settled = settled[:-1]
-                    if len(settled) > len(sent):
-                        yield settled[len(sent):], None
-                        sent = settled
+            for rows in self._decode([list(prompt_ids)], s):
+                row = rows[0]
+                if row.finish_reason is not None:
+                    break
+                settled = settled_text(self.tokenizer.decode(row.tokens, skip_special_tokens=True), sent, s.stop)
+                if len(settled) > len(sent):
+                    yield settled[len(sent):], None
+                    sent = settled
         finally:
             self.model.train(was_training)
         completion = self._completion(rows[0])
@@ -232,7 +227,8 @@ class TransformersEngine:
             mask[i, width - len(p):] = 1
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        with torch.no_grad():  # here, not around a caller's loop: grad mode is per thread and must not span a yield
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
         cache, logits = _cache_of(out), out.logits[:, -1].float()
         if s.n > 1:  # the prompt is encoded once; its cache is shared by its n completions
             cache.batch_repeat_interleave(s.n)
@@ -241,12 +237,13 @@ class TransformersEngine:
         seeds = seeds or [s.seed] * len(prompts)
         rows = [_Row(i // s.n, self._uniforms(replace(s, seed=seeds[i // s.n]), prompts[i // s.n], i % s.n))
                 for i in range(len(prompts) * s.n)]
-        draws = torch.stack([row.uniforms for row in rows]) if s.temperature > 0 else None
+        # steps x rows, so that a step's draws are contiguous
+        draws = torch.stack([row.uniforms for row in rows], dim=1) if s.temperature > 0 else None
         stop_ids = set(self.stop_ids) | set(s.stop_token_ids)
         next_position = positions[:, -1:] + 1
         for step in range(s.max_new_tokens):
             logprobs = torch.log_softmax(logits, dim=-1)
-            chosen = self._choose(logits, None if draws is None else draws[:, step], s)
+            chosen = self._choose(logits, None if draws is None else draws[step], s)
             for i, row in enumerate(rows):
                 if row.finish_reason is None:
                     token = int(chosen[i])
@@ -260,8 +257,9 @@ class TransformersEngine:
             yield rows
             feed = torch.tensor([[row.tokens[-1] if row.finish_reason is None else pad] for row in rows], device=device)
             mask = torch.cat([mask, torch.ones_like(feed)], dim=1)
-            out = self.model(input_ids=feed, attention_mask=mask, position_ids=next_position, use_cache=True,
-                             **{self._cache_arg: cache})
+            with torch.no_grad():
+                out = self.model(input_ids=feed, attention_mask=mask, position_ids=next_position, use_cache=True,
+                                 **{self._cache_arg: cache})
             cache, logits, next_position = _cache_of(out), out.logits[:, -1].float(), next_position + 1
         yield rows
 
@@ -321,6 +319,13 @@ class TransformersEngine:
             shown = row.tokens[:-1] if isinstance(row.stop_reason, int) else row.tokens
             text = self.tokenizer.decode(shown, skip_special_tokens=True)
         return Completion(row.tokens, text, row.logprobs, row.finish_reason or "length", row.stop_reason)
+
+
+def settled_text(text: str, sent: str, stops: Sequence[str]) -> str:
+    """What a stream may send of a completion's text so far: it holds back a possibly incomplete character and
+    anything a stop string may yet cut (and never takes back what was sent)."""
+    settled = text[:max(len(sent), len(text) - max([len(x) for x in stops] + [1]))]
+    return settled[:-1] if settled.endswith("\ufffd") and len(settled) > len(sent) else settled
 
 
 def _cache_of(out):
