@@ -181,3 +181,35 @@ def test_a_key_variable_that_is_not_set_is_refused(monkeypatch):
     with pytest.raises(UserError, match="shorter than 8"):
         _key_digest(ServeConfig(api_key_env="RTUNE_SHORT_KEY"))
     assert _key_digest(ServeConfig()) is None
+
+
+def test_autoscaling_and_the_vllm_backend_compose():
+    """serve.max_replicas turns on Serve's autoscaling; serve.backend=vllm becomes one ray.serve.llm LLMConfig (and,
+    where vLLM is missing, one line naming the extra)."""
+    from rtune.config import validate
+    from rtune.driver.serve import build_app
+    from rtune.driver.serve_vllm import build_vllm_app, llm_config
+    from rtune.errors import UserError
+
+    cfg = compose("serve.min_replicas=1", "serve.max_replicas=3", "serve.target_ongoing_requests=4")
+    validate(cfg)
+    replica = build_app(cfg, "/models/base", "base", {})._bound_deployment.init_args[0]
+    scaling = replica._bound_deployment._deployment_config.autoscaling_config
+    assert (scaling.min_replicas, scaling.max_replicas, scaling.target_ongoing_requests) == (1, 3, 4)
+
+    cfg = compose("serve.backend=vllm", "serve.max_replicas=2", "serve.max_batch_size=64", "serve.max_tokens=256",
+                  "serve.max_prompt_tokens=1024")
+    validate(cfg)
+    config = llm_config(cfg, "/models/base", "base", {"run-a": "/runs/a"}, "/tmp/adapters")
+    assert config["model_loading_config"] == {"model_id": "base", "model_source": "/models/base"}
+    assert config["engine_kwargs"]["max_num_seqs"] == 64 and config["engine_kwargs"]["max_model_len"] == 1280
+    assert config["engine_kwargs"]["trust_remote_code"] is False and config["engine_kwargs"]["enable_lora"]
+    assert config["deployment_config"]["autoscaling_config"]["max_replicas"] == 2
+    assert config["lora_config"]["dynamic_lora_loading_path"] == "/tmp/adapters"
+    with pytest.raises(UserError, match="checks no API key"):
+        llm_config(compose("serve.backend=vllm", "serve.api_key_env=K"), "/m", "m", {}, "")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(UserError, match=r"pip install 'rtune\[vllm\]'"):
+            build_vllm_app(cfg, "/models/base", "base", {})

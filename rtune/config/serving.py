@@ -25,8 +25,8 @@ class ServeConfig:
         api_key_env: Name of an environment variable holding the API key (the key itself never appears in a
             command line, a config or a log): every request must then carry `Authorization: Bearer <key>`.
         backend: `transformers` (the shared engine, CPU and GPU) or `vllm` (GPU, the optional extra).
-        max_batch_size: Requests a replica decodes together (Serve's @serve.batch); 1 turns batching off.
-        batch_wait_timeout_s: How long a replica waits for a batch to fill.
+        max_batch_size: Sequences a replica decodes together (continuous batching: requests join and leave the
+            running batch at any step); 1 turns batching off.
         max_tokens: Cap on a request's max_tokens (larger is a 422).
         max_prompt_tokens: Cap on a prompt's tokens (longer is a 413).
         max_concurrent_requests: Requests in flight per replica; more get 429 (the caller should retry).
@@ -44,7 +44,6 @@ class ServeConfig:
     api_key_env: Optional[str] = None
     backend: str = "transformers"
     max_batch_size: int = 16
-    batch_wait_timeout_s: float = 0.01
     max_tokens: int = 512
     max_prompt_tokens: int = 2048
     max_concurrent_requests: int = 64
@@ -64,6 +63,5 @@ class ServeConfig:
         if self.host not in LOOPBACK and not self.api_key_env:
             raise UserError(f"serve.host={self.host} opens the endpoint beyond this machine: set serve.api_key_env="
                             "<VAR> (an environment variable holding the key) as well, or keep serve.host=127.0.0.1")
-        if self.batch_wait_timeout_s < 0 or self.cpus_per_replica < 0 or self.gpus_per_replica < 0:
-            raise UserError("serve.batch_wait_timeout_s, serve.cpus_per_replica and serve.gpus_per_replica must be "
-                            ">= 0")
+        if self.cpus_per_replica < 0 or self.gpus_per_replica < 0:
+            raise UserError("serve.cpus_per_replica and serve.gpus_per_replica must be >= 0")

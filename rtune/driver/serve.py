@@ -2,17 +2,16 @@
 Ray Serve.
 
     HTTP (127.0.0.1:8000) -> Ingress (FastAPI: key check, request checks, 429 when full, SSE streaming, metrics)
-                          -> ModelReplica x serve.num_replicas (the shared engine; @serve.batch gathers concurrent
-                             requests into one generate call; @serve.multiplexed loads an adapter on first use and
-                             evicts the least recently used)
+                          -> ModelReplica x serve.num_replicas (serve_replica.py: the shared engine with continuous
+                             batching; @serve.multiplexed loads an adapter on first use and evicts the least recently
+                             used)
 
 The ingress asks the replicas through a deployment handle with `multiplexed_model_id` set to the adapter's name,
-so Serve routes a request to a replica that has its adapter loaded, and every batch holds one model's requests.
+so Serve routes a request to a replica that has its adapter loaded. `serve.backend=vllm` is another application:
+ray.serve.llm's OpenAI server over vLLM (serve_vllm.py).
 (No `from __future__ import annotations` here: FastAPI reads the routes' `Request` annotations at runtime.)
 """
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
 import os
@@ -26,100 +25,12 @@ from ray import serve
 
 from rtune.config import RTuneConfig
 from rtune.config.serving import ServeConfig
+from rtune.driver.serve_replica import BASE, ModelReplica
 from rtune.errors import UserError
 from rtune.telemetry import SERVE_LATENCY_BUCKETS_S, SERVE_METRICS
 from rtune.serving import ApiError, GenerationRequest, StreamChunks, parse_json, parse_request, response, usage
 
 APP = "rtune"
-BASE = ""  # the multiplexed id of the base model (no adapter)
-
-
-class ModelReplica:
-    """One copy of the model: the base, with each adapter loaded on first use (see the module docstring)."""
-
-    def __init__(self, model_path: str, adapters: Dict[str, str], backend: str, threads: int):
-        import torch
-
-        from rtune.inference import load_engine
-
-        torch.set_num_threads(max(1, threads))
-        self.engine = load_engine(model_path, backend=backend, max_batch_size=256)
-        self.adapters = adapters
-        self.lock = asyncio.Lock()  # one generation at a time: a batch and a stream must not swap adapters mid-way
-
-    async def _use(self, name: str):
-        """Make `name` (an adapter, or BASE) the active model of the engine's peft model."""
-        if name == BASE:
-            return
-        await self.adapter(name)
-        self.engine.model.set_adapter(name)
-
-    def _attach(self, name: str) -> "_Adapter":
-        from peft import PeftModel
-
-        model, path = self.engine.model, self.adapters[name]
-        if isinstance(model, PeftModel):
-            model.load_adapter(path, adapter_name=name)
-        else:
-            self.engine.model = PeftModel.from_pretrained(model, path, adapter_name=name).eval()
-        return _Adapter(self.engine.model, name)
-
-    async def generate_batch(self, requests: List[Tuple[List[int], Dict[str, Any]]]) -> List[List[Dict[str, Any]]]:
-        name = serve.get_multiplexed_model_id()
-        async with self.lock:
-            await self._use(name)
-            results = await asyncio.get_running_loop().run_in_executor(None, self._generate_grouped, name, requests)
-        return [[{"text": c.text, "tokens": len(c.token_ids), "finish_reason": c.finish_reason} for c in completions]
-                for completions in results]
-
-    def _generate_grouped(self, name: str, requests: List[Tuple[List[int], Dict[str, Any]]]):
-        """Requests with the same sampling go through the engine as one batch."""
-        from rtune.engine import Sampling
-
-        model = self.engine.model
-        results: List[Any] = [None] * len(requests)
-        by_sampling: Dict[str, List[int]] = {}
-        for i, (_, sampling) in enumerate(requests):  # each request keeps its own seed inside a shared call
-            by_sampling.setdefault(repr(sorted((k, v) for k, v in sampling.items() if k != "seed")), []).append(i)
-        base = name == BASE and hasattr(model, "disable_adapter")
-        with model.disable_adapter() if base else contextlib.nullcontext():
-            for indices in by_sampling.values():
-                sampling = Sampling(**requests[indices[0]][1])
-                done = self.engine.generate([requests[i][0] for i in indices], sampling,
-                                            seeds=[requests[i][1]["seed"] for i in indices])
-                for i, completions in zip(indices, done):
-                    results[i] = completions
-        return results
-
-    async def stream(self, prompt_ids: List[int], sampling: Dict[str, Any]):
-        """(text delta, None) ... then ("", {"tokens", "finish_reason"})."""
-        from rtune.engine import Sampling
-
-        name = serve.get_multiplexed_model_id()
-        async with self.lock:
-            await self._use(name)
-            model = self.engine.model
-            with model.disable_adapter() if name == BASE and hasattr(model, "disable_adapter") else \
-                    contextlib.nullcontext():
-                for text, completion in self.engine.stream(prompt_ids, Sampling(**sampling)):
-                    if completion is None:
-                        yield text, None
-                    else:
-                        yield text, {"tokens": len(completion.token_ids), "finish_reason": completion.finish_reason}
-                    await asyncio.sleep(0)  # let the replica take in other requests between tokens
-
-
-class _Adapter:
-    """A loaded adapter; Serve's LRU eviction drops it, and with it the adapter's weights."""
-
-    def __init__(self, model, name: str):
-        self.model, self.name = model, name
-
-    def __del__(self):
-        try:
-            self.model.delete_adapter(self.name)
-        except Exception:  # noqa: BLE001 - the replica is going away anyway
-            pass
 
 
 # The ingress lives at module level: Serve pickles the FastAPI app, which must reach its routes' class by reference.
@@ -198,7 +109,7 @@ class Ingress:
             self.in_flight += 1
             self.queue.set(self.in_flight)
             try:
-                completions = await self._handle(req).generate.remote((prompt_ids, req.sampling_dict()))
+                completions = await self._handle(req).generate.remote(prompt_ids, req.sampling_dict())
             finally:
                 self.in_flight -= 1
                 self.queue.set(self.in_flight)
@@ -264,7 +175,7 @@ class Router(Ingress):
 
 
 def build_app(cfg: RTuneConfig, model_path: str, name: str, adapters: Dict[str, str]):
-    """The Serve application (not started)."""
+    """The Serve application over the shared engine (not started)."""
     s = cfg.serve
     replica_options: Dict[str, Any] = {
         "ray_actor_options": {"num_cpus": s.cpus_per_replica, "num_gpus": s.gpus_per_replica},
@@ -281,17 +192,13 @@ def build_app(cfg: RTuneConfig, model_path: str, name: str, adapters: Dict[str, 
         async def adapter(self, adapter_name: str):
             return self._attach(adapter_name)
 
-        @serve.batch(max_batch_size=s.max_batch_size, batch_wait_timeout_s=s.batch_wait_timeout_s)
-        async def generate(self, requests: List[Tuple[List[int], Dict[str, Any]]]):
-            return await self.generate_batch(requests)
-
     Replica.__name__ = "ModelReplica"
     replica_cls = serve.deployment(name="ModelReplica", **replica_options)(Replica)
 
     models = {name: model_path, **adapters}
     threads = max(1, int(s.cpus_per_replica))
     settings = {**asdict(s), "replicas": s.max_replicas or s.num_replicas, "api_key_sha256": _key_digest(s)}
-    return Router.bind(replica_cls.bind(model_path, adapters, s.backend, threads), models, settings)
+    return Router.bind(replica_cls.bind(model_path, adapters, threads, s.max_batch_size), models, settings)
 
 
 def _key_digest(s: ServeConfig) -> Optional[str]:
@@ -363,8 +270,14 @@ def start(cfg: RTuneConfig, model_path: str, name: Optional[str], adapters: Dict
     name = name or served_name(model_path)
     if name in adapters:
         raise UserError(f"adapter name {name!r} is the base model's name: choose another (or name=<id> for the base)")
+    if cfg.serve.backend == "vllm":
+        from rtune.driver.serve_vllm import build_vllm_app
+
+        app = build_vllm_app(cfg, model_path, name, adapters)
+    else:
+        app = build_app(cfg, model_path, name, adapters)
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port}, detached=True)
-    serve.run(build_app(cfg, model_path, name, adapters), name=APP, route_prefix="/")
+    serve.run(app, name=APP, route_prefix="/")
     return f"http://{cfg.serve.host}:{cfg.serve.port}/v1"
 
 
