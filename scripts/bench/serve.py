@@ -1,5 +1,6 @@
-"""Serving, side by side in one run: `rtune serve` (Ray Serve, the shared engine; batching on and off) against what a
-user would otherwise write, a FastAPI + transformers server answering one request at a time with model.generate.
+"""Serving, side by side in one run: `rtune serve` (Ray Serve, the shared engine; continuous batching on and off)
+against what a user would otherwise write, a FastAPI + transformers server answering one request at a time with
+model.generate.
 
 What is measured, at 1, 4 and 16 concurrent clients (threads sending /v1/completions back to back): requests per
 second, generated tokens per second, and p50 / p99 latency. Every request asks for 32 new tokens at temperature 0.8
@@ -155,7 +156,7 @@ def main() -> None:
     systems = {"FastAPI + transformers, one request at a time": run_naive(model, totals, 18601)}
     init_local_ray(num_cpus=os.cpu_count() or 2)
     systems["rtune serve, batching off (max_batch_size=1)"] = run_rtune(model, totals, 18602, 1)
-    systems["rtune serve, batching on (max_batch_size=16)"] = run_rtune(model, totals, 18602, 16)  # the same proxy
+    systems["rtune serve, continuous batching (max_batch_size=16)"] = run_rtune(model, totals, 18602, 16)
     ray.shutdown()
     naive16 = systems["FastAPI + transformers, one request at a time"][-1]["generated_tokens_per_s"]
     report = {"benchmark": "serve", "machine": machine(), "new_tokens": NEW_TOKENS, "temperature": TEMPERATURE,
