@@ -122,35 +122,61 @@ def load_tokenizer_from(name_or_path: str, trust_remote_code: bool, revision: Op
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, eos_token_id: Optional[int] = None,
-                checkpoint_dir: Optional[str] = None):
+                checkpoint_dir: Optional[str] = None, on_meta: bool = False):
     """The model to train: from a checkpoint when resuming, else pretrained or freshly initialised.
 
-    Call under a fixed torch seed: every rank then builds the same initial weights.
+    Call under a fixed torch seed: every rank then builds the same initial weights. on_meta: the architecture only,
+    on the meta device (no memory), for a strategy that loads each rank's slices after sharding (model_init.py);
+    `model.rtune_weights_dir` then says where the weights are (None: initialise from config, or a sharded
+    checkpoint's own files).
     """
-    from transformers import AutoModelForCausalLM
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from rtune.model_init import init_from_config
 
     kwargs = {"trust_remote_code": cfg.trust_remote_code}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
-    if checkpoint_dir is not None:
-        if not has_model_weights(checkpoint_dir):  # sharded FSDP state: the strategy loads the weights
-            from transformers import AutoConfig
-
-            config = AutoConfig.from_pretrained(checkpoint_dir, trust_remote_code=cfg.trust_remote_code)
-            return AutoModelForCausalLM.from_config(config, **kwargs)
-        return AutoModelForCausalLM.from_pretrained(checkpoint_dir, dtype="float32", **kwargs)
-    if cfg.name_or_path is None:
+    source = checkpoint_dir if checkpoint_dir is not None else cfg.name_or_path
+    if source is None:
         model_config = load_model_config(cfg)
         model_config.vocab_size = vocab_size
         if eos_token_id is not None:  # the trained tokenizer's EOS, not GPT-2's 50256
             model_config.bos_token_id = model_config.eos_token_id = eos_token_id
+    elif on_meta or (checkpoint_dir is not None and not has_model_weights(checkpoint_dir)):
+        try:  # the architecture alone (a sharded FSDP checkpoint's weights are its shards: the strategy loads them)
+            model_config = AutoConfig.from_pretrained(source, trust_remote_code=cfg.trust_remote_code,
+                                                      **({} if checkpoint_dir else {"revision": cfg.revision}))
+        except (OSError, ValueError) as err:
+            raise hub_error("model", source, err) from None
+    if on_meta:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(model_config, **kwargs)
+        model.rtune_weights_dir = None if source is None else weights_dir_of(source, cfg.revision, checkpoint_dir)
+        return model
+    if source is None:
+        return init_from_config(model_config, **kwargs)
+    if checkpoint_dir is not None and not has_model_weights(checkpoint_dir):
         return AutoModelForCausalLM.from_config(model_config, **kwargs)
     try:
-        model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, revision=cfg.revision,
-                                                     dtype="float32", **kwargs)
+        return AutoModelForCausalLM.from_pretrained(source, dtype="float32",
+                                                    **({} if checkpoint_dir else {"revision": cfg.revision}), **kwargs)
     except (OSError, ValueError) as err:
-        raise hub_error("model", cfg.name_or_path, err) from None
-    return model
+        raise hub_error("model", source, err) from None
+
+
+def weights_dir_of(source: str, revision: Optional[str], checkpoint_dir: Optional[str]) -> Optional[str]:
+    """The local directory holding a model's safetensors: the directory itself, or the hub snapshot (downloaded
+    once, or found in the cache offline). None where there are no safetensors weights (a sharded checkpoint)."""
+    if os.path.isdir(source):
+        return source if has_model_weights(source) else None
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(source, revision=revision, allow_patterns=["*.safetensors", "*.json"])
+    except Exception as err:  # noqa: BLE001 - offline without a cache, a typo: the same line as from_pretrained's
+        raise hub_error("model", source, err) from None
 
 
 def fit_embeddings(model, vocab_size: int) -> List[int]:
@@ -233,6 +259,13 @@ def check_lora_targets(cfg: ModelConfig, peft: PeftConfig, model_config) -> None
     lora_targets(peft, skeleton)
 
 
+def cast_frozen(model, dtype) -> None:
+    """Every parameter that does not train, in `dtype` (tied weights are one parameter: cast once)."""
+    for param in model.parameters():
+        if not param.requires_grad and param.dtype != dtype and param.is_floating_point():
+            param.data = param.data.to(dtype)
+
+
 def apply_lora(model, peft: PeftConfig, new_token_ids: Sequence[int] = ()):
     """Wrap in a peft LoRA model: base weights frozen, only adapters train.
 
@@ -245,7 +278,16 @@ def apply_lora(model, peft: PeftConfig, new_token_ids: Sequence[int] = ()):
                         target_modules=lora_targets(peft, model), task_type="CAUSAL_LM",
                         trainable_token_indices=list(new_token_ids) or None,
                         fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2")  # GPT-2 uses Conv1D
-    return get_peft_model(model, config)
+    import torch
+
+    from rtune.model_init import init_lora
+
+    # peft's construction draws are not kept (they depend on where modules are built: a meta build draws none);
+    # the adapters are then initialised in module order from the stream as it stands, here or after sharding
+    with torch.random.fork_rng(devices=[]):
+        wrapped = get_peft_model(model, config)
+    init_lora(wrapped)
+    return wrapped
 
 
 def disable_dropout(model) -> None:

@@ -94,3 +94,24 @@ def test_lora_composes_with_deepspeed_and_cpu_offload(ray_cluster, tmp_path):
     base = AutoModelForCausalLM.from_pretrained(os.path.join(ckpt, "base_model"))
     model = PeftModel.from_pretrained(base, ckpt).eval()
     assert eval_loss_of(model, cfg) == pytest.approx(summary["eval_loss"], abs=1e-5)
+
+
+def test_a_bf16_base_under_lora_on_fsdp_trains_resumes_and_exports(ray_cluster, tmp_path):
+    """peft.base_dtype=auto under trainer.precision=bf16: the frozen base in bf16 beside fp32 adapters, sharded by
+    FSDP2 (mixed dtypes in one unit), killed once and resumed exactly; the export loads as a plain model."""
+    from transformers import AutoModelForCausalLM
+
+    _, summary = run_with_fault(tmp_path, "bf16-base", "peft=lora", "peft.r=4", "optim.lr=3e-2", "strategy=fsdp",
+                                "trainer.precision=bf16", min_drop=0.05)
+    ckpt = summary["latest_checkpoint"]
+    adapter = load_file(os.path.join(ckpt, "adapter_model.safetensors"))
+    assert adapter and all(t.dtype == torch.float32 for t in adapter.values())  # adapters train in fp32
+    base = load_file(os.path.join(ckpt, "base_model", "model.safetensors"))
+    assert {t.dtype for t in base.values()} == {torch.bfloat16}  # the base it adapts, as it was held
+    out = tmp_path / "exported"
+    proc = cli("export", ckpt, str(out))
+    assert proc.returncode == 0, proc.stderr
+    exported = AutoModelForCausalLM.from_pretrained(out).eval()
+    with torch.no_grad():
+        logits = exported(input_ids=torch.randint(0, 500, (1, 16), generator=torch.Generator().manual_seed(0))).logits
+    assert torch.isfinite(logits).all()

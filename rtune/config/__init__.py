@@ -11,13 +11,13 @@ then runs `validate()` for the rules a type cannot express, and workers receive 
 from rtune.config.checks import (ENGINES, FORMATS, LOSS_TYPES, OBJECTIVES, PACKINGS, PRECISIONS, RUN_NAME, SCHEDULES,
                                  TRACKERS, TRAIN_ON, TRUNCATIONS)
 from rtune.config.operations import DebugConfig, EvalConfig, GenerationConfig, SearchConfig, TrackingConfig
-from rtune.config.schema import (RTuneConfig, from_dict, is_uri, max_workers, register_schema, to_dict, validate,
-                                 worker_range)
+from rtune.config.schema import (RTuneConfig, bf16_base, from_dict, is_uri, max_workers, register_schema, to_dict,
+                                 validate, worker_range)
 from rtune.config.training import (DataConfig, ModelConfig, ObjectiveConfig, OptimConfig, PeftConfig, StrategyConfig,
                                    TrainerConfig)
 
 __all__ = ["DataConfig", "DebugConfig", "ENGINES", "EvalConfig", "FORMATS", "GenerationConfig", "LOSS_TYPES",
            "ModelConfig", "OBJECTIVES", "ObjectiveConfig", "OptimConfig", "PACKINGS", "PRECISIONS", "PeftConfig",
            "RTuneConfig", "RUN_NAME", "SCHEDULES", "SearchConfig", "StrategyConfig", "TRACKERS", "TRAIN_ON",
-           "TRUNCATIONS", "TrackingConfig", "TrainerConfig", "from_dict", "is_uri", "max_workers", "register_schema",
-           "to_dict", "validate", "worker_range"]
+           "TRUNCATIONS", "TrackingConfig", "TrainerConfig", "bf16_base", "from_dict", "is_uri", "max_workers",
+           "register_schema", "to_dict", "validate", "worker_range"]

@@ -124,6 +124,13 @@ def max_workers(cfg: RTuneConfig) -> int:
     return worker_range(cfg)[1]
 
 
+def bf16_base(cfg: RTuneConfig) -> bool:
+    """Whether the frozen base is kept in bf16 (peft.base_dtype, `auto` resolved)."""
+    p = cfg.peft
+    return p.method == "lora" and (p.base_dtype == "bf16" or (p.base_dtype == "auto"
+                                                               and cfg.trainer.precision == "bf16"))
+
+
 def validate(cfg: RTuneConfig) -> None:
     """Check what types cannot, on the driver before anything starts: each section its own keys (`check()` beside
     its fields), then the rules that span sections. Raises UserError naming the fix."""
@@ -151,6 +158,10 @@ def _rules_across_sections(cfg: RTuneConfig) -> None:
     if d.format == "preference" and (d.packing or "isolated") != "isolated":
         raise UserError("preference pairs need data.packing=isolated (or null): chosen and rejected share a row "
                         "without seeing each other")
+    if cfg.peft.base_dtype == "bf16" and (cfg.peft.method != "lora" or t.precision != "bf16"):
+        raise UserError("peft.base_dtype=bf16 keeps a frozen LoRA base in bf16, computed against under bf16 "
+                        f"autocast: it needs peft=lora and trainer.precision=bf16 (got peft.method={cfg.peft.method}, "
+                        f"trainer.precision={t.precision}); or peft.base_dtype=auto")
     if cfg.debug.fail_at_step is not None and not 0 <= cfg.debug.fail_rank < hi:
         raise UserError(f"debug.fail_rank must be in [0, {hi - 1}]")
     if lo != hi and cfg.strategy.name == "deepspeed":

@@ -260,6 +260,9 @@ class PeftConfig:
         target_modules: Module names to adapt (a list), `all-linear` (every linear layer but the output
             head, as peft defines it), or null for the architecture's default: its attention and MLP
             projections (GPT-2: c_attn, c_proj, c_fc; Llama/Qwen/Mistral: q/k/v/o_proj, gate/up/down_proj).
+        base_dtype: The frozen base's dtype under LoRA: `bf16` (half the memory; needs trainer.precision=bf16, whose
+            autocast computes against it), `fp32`, or `auto` (bf16 when trainer.precision=bf16, else fp32). The
+            adapters and their optimizer state stay fp32.
     """
 
     method: str = "none"
@@ -267,10 +270,12 @@ class PeftConfig:
     alpha: int = 16
     dropout: float = 0.05
     target_modules: Any = None  # a list of names, or the string "all-linear"
+    base_dtype: str = "auto"
 
     def check(self) -> None:
         if self.method not in ("none", "lora"):
             raise UserError(f"peft.method must be none or lora, got {self.method!r} (peft=lora picks the LoRA preset)")
+        _one_of("peft.base_dtype", self.base_dtype, ("auto", "bf16", "fp32"), "auto, bf16 or fp32")
         if self.method == "lora" and (self.r < 1 or self.alpha < 1 or not 0 <= self.dropout < 1):
             raise UserError("peft.r and peft.alpha must be at least 1 and peft.dropout in [0, 1)")
         targets = self.target_modules
@@ -293,12 +298,16 @@ class StrategyConfig:
             optimizer state, torch.distributed.checkpoint's safetensors layout; a run may resume with another
             worker count) or `full` (gathered on rank 0 at every checkpoint). LoRA adapters are small and
             always gathered.
+        fsdp_load: FSDP only: `sharded` (the model is built on the meta device, sharded, then each rank reads or
+            initialises only its own slices: no rank holds it whole) or `whole` (every rank builds the whole model
+            first, then shards it: a fallback, and the baseline of scripts/bench/load.py).
     """
 
     name: str = "ddp"
     zero_stage: int = 2
     offload_optimizer: str = "none"
     fsdp_state: str = "sharded"
+    fsdp_load: str = "sharded"
 
     def check(self) -> None:
         if self.name not in ("ddp", "fsdp", "deepspeed"):
@@ -311,6 +320,8 @@ class StrategyConfig:
             raise UserError("strategy.offload_optimizer=cpu needs strategy=deepspeed")
         if self.fsdp_state not in ("sharded", "full"):
             raise UserError(f"strategy.fsdp_state must be sharded or full, got {self.fsdp_state!r}")
+        if self.fsdp_load not in ("sharded", "whole"):
+            raise UserError(f"strategy.fsdp_load must be sharded or whole, got {self.fsdp_load!r}")
 
 
 @dataclass

@@ -63,6 +63,9 @@ def _summarize(cfg: RTuneConfig, result, run_dir: Optional[str], wall_s: float, 
         # each worker's resident set before the first checkpoint and its peak while writing it
         "checkpoint_rss_mb_per_worker": [{k: round(v) for k, v in m.items()}
                                          for m in returned.get("checkpoint_rss_mb_per_worker") or []],
+        # each worker's resident set before it built (and sharded) the model, and its peak meanwhile
+        "load_rss_mb_per_worker": [{k: round(v) for k, v in m.items()}
+                                   for m in returned.get("load_rss_mb_per_worker") or []],
         "num_workers": cfg.num_workers,
         "packing_non_pad_fraction": round(packing, 5),
         "wall_s": round(wall_s, 1),

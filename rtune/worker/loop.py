@@ -27,6 +27,7 @@ from rtune.data.prepared import PreparedData
 from rtune.data.ray_engine import localize
 from rtune.data.rows import PackedRows, collate
 from rtune.metrics import METRICS_FILE
+from rtune.model_init import loadable_on_meta
 from rtune.model import (build_model, count_parameters, disable_dropout, fit_embeddings, load_tokenizer_from,
                          max_context, set_stop_tokens)
 from rtune.telemetry import RayMetrics
@@ -43,7 +44,7 @@ from rtune.worker.debug import DebugHooks
 from rtune.worker.eval_generate import GenerationEval
 from rtune.worker.objectives import SFT, Objective, make_objective, target_tokens
 from rtune.worker.order import seed_micro_batch
-from rtune.worker.probes import MemoryProbe
+from rtune.worker.probes import LoadProbe, MemoryProbe
 from rtune.worker.progress import MetricWindow, ProgressLog, flops_per_token, peak_flops
 from rtune.worker.reference import make_reference
 from rtune.worker.rollouts import PolicyRollouts, PromptView, RolloutSource
@@ -148,8 +149,14 @@ def _build_policy(cfg: RTuneConfig, strategy: Strategy, tokenizer, prepared: Pre
     lora = cfg.peft.method == "lora"
     # Full weights come straight from the checkpoint; a LoRA run rebuilds its base and loads the adapter.
     with strategy.model_init():
-        model = build_model(cfg.model, len(tokenizer), tokenizer.eos_token_id,
-                            checkpoint_dir=None if lora else resume_dir)
+        source = None if lora else resume_dir
+        model = build_model(cfg.model, len(tokenizer), tokenizer.eos_token_id, checkpoint_dir=source,
+                            on_meta=strategy.loads_on_meta)
+        if strategy.loads_on_meta and not loadable_on_meta(model, len(tokenizer)):
+            if strategy.rank == 0:
+                print("[rtune] FSDP2 builds this model whole on every rank before sharding (new tokens to add to "
+                      "its embeddings, or weights not in safetensors)", flush=True)
+            model = build_model(cfg.model, len(tokenizer), tokenizer.eos_token_id, checkpoint_dir=source)
         new_token_ids = fit_embeddings(model, len(tokenizer))  # a chat template's tokens, new to a hub model
     set_stop_tokens(model, tokenizer, prepared.end_of_turn)
     if objective.deterministic_forward:
@@ -159,11 +166,14 @@ def _build_policy(cfg: RTuneConfig, strategy: Strategy, tokenizer, prepared: Pre
         model.config.use_cache = False
     # LoRA on a model built from config: the base exists nowhere else, so checkpoints carry a copy of its
     # pristine weights (taken before peft rewrites the modules) for export and generate.
-    base_model = None
-    if lora and cfg.model.name_or_path is None and strategy.rank == 0:
+    base_model, on_meta = None, next(model.parameters()).device.type == "meta"
+    if lora and cfg.model.name_or_path is None and strategy.rank == 0 and not on_meta:
         base_model = (model, {k: v.detach().clone() for k, v in model.state_dict().items()})
     # LoRA (+ the adapter being resumed), then DDP (prepare_model) / FSDP2 / DeepSpeed, optimizer, schedule
     strategy.setup(model, adapter_dir=resume_dir if lora else None, new_token_ids=new_token_ids)
+    if lora and cfg.model.name_or_path is None and on_meta:  # the base is frozen: its weights now are pristine
+        pristine = strategy.base_state()
+        base_model = (model, pristine) if strategy.rank == 0 else None
     return base_model
 
 
@@ -244,7 +254,9 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     online_rl = objective.name == "grpo"  # rollouts, not rows, are the batches (rollouts.py)
     resume_dir, state = _resume_state(cfg, run_dir)
     strategy = make_strategy(cfg, rank, world_size, device, accum)
+    load = LoadProbe()  # what building and sharding the model costs this worker (sharded loading: a shard)
     base_model = _build_policy(cfg, strategy, tokenizer, prepared, objective, resume_dir)
+    load.done()
     trainable, total = count_parameters(strategy.raw)
     step = 0
     if state is not None:
@@ -287,7 +299,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
                                      context=max_context(strategy.raw.config))
     window = MetricWindow(device)
     model = strategy.model
-    memory = MemoryProbe()  # from here on: what training itself holds
+    memory = MemoryProbe(load.mb)  # from here on: what training itself holds
 
     def log(at_step: int, record: Dict[str, Any], window_tokens: int) -> None:
         logged = progress.log(at_step, record, window_tokens)
@@ -370,4 +382,5 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             "trainable_params": trainable, "total_params": total,
             "train_peak_rss_mb_per_worker": [p["train"] for p in peaks],
             "checkpoint_rss_mb_per_worker": [p["checkpoint"] for p in peaks],
-            "peak_rss_mb_per_worker": [p["run"] for p in peaks]}
+            "peak_rss_mb_per_worker": [p["run"] for p in peaks],
+            "load_rss_mb_per_worker": [p["load"] for p in peaks]}

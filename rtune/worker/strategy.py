@@ -34,9 +34,10 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import torch
 
 from rtune import shards
-from rtune.config import RTuneConfig
+from rtune.config import RTuneConfig, bf16_base
 from rtune.errors import UserError
-from rtune.model import apply_lora, load_model_config
+from rtune.model import apply_lora, cast_frozen, load_model_config
+from rtune.model_init import load_adapter, materialize
 from rtune.worker.lm import TokenLogprobs, hf_model
 from rtune.worker.optim import build_optimizer, build_scheduler
 
@@ -45,6 +46,11 @@ _WRAPPER_PREFIX = "lm."  # TokenLogprobs holds the model as `lm`: strip it from 
 
 def _unwrapped_keys(state_dict: Dict[str, Any]) -> Dict[str, Any]:
     return {k[len(_WRAPPER_PREFIX):] if k.startswith(_WRAPPER_PREFIX) else k: v for k, v in state_dict.items()}
+
+
+def _unwrapped_peft(key: str) -> str:
+    """A peft model's key as the model alone names it."""
+    return key.removeprefix("base_model.model.").replace(".base_layer.", ".")
 
 
 def _cpu_copy(tree, memo: Optional[Dict[tuple, torch.Tensor]] = None,
@@ -78,6 +84,11 @@ def _cpu_copy(tree, memo: Optional[Dict[tuple, torch.Tensor]] = None,
 class Strategy:
     """DDP (Ray's prepare_model) and the shared plumbing; subclasses change what differs."""
 
+    #: Whether setup() takes a model built on the meta device and gives each rank its slices (FSDP2).
+    loads_on_meta = False
+    #: Whether peft.base_dtype=bf16 casts the frozen base here (DeepSpeed's bf16 mode keeps every weight in bf16).
+    casts_frozen_base = True
+
     def __init__(self, cfg: RTuneConfig, rank: int, world_size: int, device: torch.device, grad_accum_steps: int):
         self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, device
         self.grad_accum_steps = grad_accum_steps  # micro-batches per rank per step (DeepSpeed's config needs it)
@@ -110,6 +121,8 @@ class Strategy:
         self.raw = apply_lora(model, self.cfg.peft, new_token_ids) if self.lora else model
         if self.lora and adapter_dir is not None:
             _load_adapter(self.raw, adapter_dir)  # before any wrapper shards or copies the weights
+        if bf16_base(self.cfg) and self.casts_frozen_base:  # the frozen base in bf16 (half its memory)
+            cast_frozen(self.raw, torch.bfloat16)  # adapters stay fp32
         return TokenLogprobs(self.raw, self.cfg.trainer.logits_chunk_tokens)
 
     def setup(self, model, adapter_dir: Optional[str] = None, new_token_ids: Sequence[int] = ()) -> None:
@@ -196,16 +209,36 @@ class FSDPStrategy(Strategy):
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
-        module = self._prepare(model, adapter_dir, new_token_ids)
-        module.to(self.device)
+        on_meta = next(model.parameters()).device.type == "meta"  # built without memory: loaded after sharding
+        module = self._prepare(model, None if on_meta else adapter_dir, new_token_ids)
+        if not on_meta:
+            module.to(self.device)
         mesh = init_device_mesh(self.device.type, (self.world_size,))
         block_classes = set(getattr(hf_model(self.raw), "_no_split_modules", None) or [])
         for sub in module.modules():
             if type(sub).__name__ in block_classes:
                 fully_shard(sub, mesh=mesh)  # under LoRA a unit mixes frozen and trainable weights: FSDP2 allows it
         fully_shard(module, mesh=mesh)  # the root unit: embeddings, final norm, output head
+        if on_meta:  # each rank its slices: from the files, or the from-config initialisation replayed
+            materialize(module, self.raw, self.device, model.rtune_weights_dir, self.lora, self.cfg.seed)
+            if self.lora and adapter_dir is not None:
+                load_adapter(self.raw, adapter_dir)
         self.model = module
         self._build_optimizer()
+
+    @property
+    def loads_on_meta(self) -> bool:
+        return self.cfg.strategy.fsdp_load == "sharded"
+
+    def base_state(self) -> Optional[Dict[str, torch.Tensor]]:
+        """Rank 0: the frozen base's whole state under HF names (what a from-config LoRA run saves beside its
+        adapter); others: None. A collective."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        weights = get_model_state_dict(self.model, options=self._full_state_options())
+        if self.rank != 0:
+            return None
+        return {_unwrapped_peft(k): v for k, v in _unwrapped_keys(weights).items() if ".lora_" not in k}
 
     gathers_weights_in_forward = True
 
@@ -323,6 +356,8 @@ class FSDPStrategy(Strategy):
 
 class DeepSpeedStrategy(Strategy):
     """DeepSpeed ZeRO with a torch AdamW (no fused_adam/cpu_adam JIT builds) and our schedule."""
+
+    casts_frozen_base = False  # trainer.precision=bf16 is DeepSpeed's bf16 mode: the engine holds bf16 weights
 
     @property
     def gathers_weights_in_forward(self) -> bool:  # ZeRO-3's hooks gather each module's partitions
