@@ -31,6 +31,8 @@ commands:
                                   an OpenAI-compatible endpoint on Ray Serve (127.0.0.1 unless serve.host and
                                   serve.api_key_env say otherwise); Ctrl-C drains and stops; --stop stops one
                                   running on a cluster (RAY_ADDRESS / rtune up)
+  fit [KEY=VALUE ...]             the fit check alone, from the model's config (no Ray, no weights): the expected
+                                  peak memory per worker; exit 0 fits, 1 does not (with the change that would fit)
   tune [KEY=VALUE ...] 'search.space={optim.lr: "loguniform(1e-5,1e-3)"}' [search.num_samples=8]
                                   Ray Tune search over runs, early stopping with ASHA; summary + plot
   docs [--write | --check]         the configuration reference (docs/configuration.md), generated from the schema
@@ -232,6 +234,27 @@ def _serve(args: List[str]) -> None:
         stop()
 
 
+def _fit(args: List[str]) -> int:
+    """The fit check alone: 0 when the run fits, 1 (and the refusal) when not, 2 when it cannot tell. No Ray, no
+    weights: the estimate comes from the model's config."""
+    from rtune.config import validate
+    from rtune.driver.preflight import model_config_checked
+    from rtune.fit import assess
+
+    cfg = compose_config(args)
+    validate(cfg)
+    model_config = model_config_checked(cfg)
+    result = assess(cfg, model_config, local_cluster=not (cfg.ray_address or os.environ.get("RAY_ADDRESS")))
+    print(result.line(), flush=True)
+    if result.fits is None:
+        print(f"rtune: cannot tell whether it fits: {result.what}", file=sys.stderr)
+        return 2
+    if not result.fits:
+        print(f"rtune: does not fit: {result.refusal(cfg, model_config)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -254,6 +277,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _guarded(lambda: run_search(compose_config(rest)))
     if command == "serve":
         return _guarded(lambda: _serve(rest))
+    if command == "fit":
+        return _guarded(lambda: _fit(rest))
     if command == "docs":
         from rtune.docs import main as docs_main
 

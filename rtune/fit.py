@@ -4,7 +4,10 @@ From the model's config (a weightless meta-device copy: no download of weights, 
 strategy, precision, micro batch, `seq_len`, LoRA and worker count:
 
     weights       fp32 master weights (rtune trains fp32 weights, bf16 only in autocast): replicated
-                  under DDP / ZeRO-1/2, sharded under FSDP2 / ZeRO-3 (plus the blocks gathered at a time)
+                  under DDP / ZeRO-1/2, sharded under FSDP2 / ZeRO-3 (plus the blocks gathered at a time);
+                  a frozen LoRA base in bf16 under peft.base_dtype=bf16 (2 bytes a parameter)
+    loading       every rank builds the model in fp32 before it is cast or sharded (ZeRO-3 builds it
+                  partitioned): the estimate is at least that peak (4 bytes a parameter, plus the runtime)
     gradients     fp32, trainable parameters only; sharded under ZeRO-2/3 and FSDP2; DDP adds its buckets
     optimizer     AdamW's two moments, 8 bytes per trainable parameter; sharded under ZeRO and FSDP2;
                   on the host with offload_optimizer=cpu (so not on the GPU)
@@ -24,10 +27,10 @@ overrides. `scripts/bench/fit.py` compares the estimate with measured peaks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
-from rtune.config import RTuneConfig, max_workers, worker_range
+from rtune.config import RTuneConfig, bf16_base, max_workers, worker_range
 from rtune.errors import UserError
 from rtune.model import adaptable_modules, apply_lora, lora_targets
 from rtune.tokens import chunk_tokens_for
@@ -105,15 +108,21 @@ def _trace_saved_bytes(cfg: RTuneConfig, model_config, layers: int, gradient_che
 class Estimate:
     """Expected peak bytes per worker, by part."""
 
+
     parts: Dict[str, float]
     device: str  # "cpu" or "cuda"
+    loading: float = 0.0  # the peak while the model is built (before casting or sharding), runtime included
+    notes: Dict[str, float] = field(default_factory=dict)  # the large costs behind the parts, by what causes them
 
     @property
     def total(self) -> float:
-        return sum(self.parts.values())
+        return max(sum(self.parts.values()), self.loading)
 
     def describe(self) -> str:
         parts = ", ".join(f"{name} {value / GB:.2f}" for name, value in self.parts.items())
+        if self.loading > sum(self.parts.values()):
+            return (f"{self.total / GB:.2f} GB per worker while loading, {sum(self.parts.values()) / GB:.2f} GB "
+                    f"training ({parts})")
         return f"{self.total / GB:.2f} GB per worker ({parts})"
 
 
@@ -160,12 +169,15 @@ def estimate(cfg: RTuneConfig, shape: Shape, device: str) -> Estimate:
     sharded_weights = s.name == "fsdp" or (s.name == "deepspeed" and s.zero_stage == 3)
     sharded_grads = sharded_weights or (s.name == "deepspeed" and s.zero_stage == 2)
     sharded_optimizer = s.name in ("fsdp", "deepspeed")
+    zero3 = s.name == "deepspeed" and s.zero_stage == 3  # built inside deepspeed.zero.Init: partitioned already
     n = shape.params
-    weights = 4.0 * (n / ws + 2 * shape.largest_block_params if sharded_weights else n)
-    if s.name == "fsdp":  # every rank builds the whole model before fully_shard: that memory stays reserved
+    base = 2.0 if bf16_base(cfg) else 4.0  # bytes a base weight takes while training
+    notes: Dict[str, float] = {}  # the large costs a refusal names
+    weights = base * (n / ws + 2 * shape.largest_block_params if sharded_weights else n)
+    if s.name == "fsdp" and s.fsdp_load == "whole":  # the whole build before fully_shard stays reserved
         weights += 4.0 * n
-        if device == "cpu":  # glibc keeps the freed all-gathered blocks of each step (measured, bench/fit.py)
-            weights += 4.0 * n
+    if s.name == "fsdp" and device == "cpu":  # glibc keeps the freed all-gathered blocks of each step (measured)
+        weights += notes.setdefault("glibc keeps each step's gathered FSDP blocks (CPU)", base * n)
     if s.name == "deepspeed" and s.zero_stage < 3:  # initialize() flattens the weights into one new buffer
         weights += 4.0 * n
     if s.name == "deepspeed" and s.zero_stage == 3:  # a flat partition copy, and up to
@@ -173,8 +185,18 @@ def estimate(cfg: RTuneConfig, shape: Shape, device: str) -> Estimate:
         weights += 4.0 * n / ws + 4.0 * min(n, 1e9)
     if lora:
         weights += 4.0 * shape.lora_params
-        if cfg.model.name_or_path is None:  # rank 0 keeps the base's pristine copy to save with checkpoints
-            weights += 4.0 * n
+        if cfg.model.name_or_path is None and device == "cpu":  # rank 0 keeps the base's pristine copy to save
+            # with checkpoints, in host memory (so not on a GPU)
+            key = "rank 0 keeps a copy of a from-config base to save beside each adapter"
+            weights += notes.setdefault(key, (base if s.name == "fsdp" else 4.0) * n)
+    # Loading: FSDP2 gives each rank its slices of a meta-device build (one module's tensors whole at a time);
+    # ZeRO-3 builds partitioned; the others build the whole model in fp32 on every rank first.
+    if s.name == "fsdp" and s.fsdp_load == "sharded":
+        loading = base * n / ws + 4.0 * shape.largest_block_params
+    elif zero3:
+        loading = 4.0 * (n / ws + shape.largest_block_params)
+    else:
+        loading = notes.setdefault("every rank builds the whole model in fp32 first", 4.0 * n)
     gradients = 4.0 * trainable / (ws if sharded_grads else 1)
     if s.name == "ddp" and ws > 1:  # DDP's reducer keeps its own flat buckets of every gradient
         gradients += 4.0 * trainable
@@ -196,7 +218,8 @@ def estimate(cfg: RTuneConfig, shape: Shape, device: str) -> Estimate:
     chunk = min(tokens, chunk_tokens_for(shape.vocab, t.logits_chunk_tokens))
     logits = LOGITS_CHUNK_COPIES * 4.0 * chunk * shape.vocab
     return Estimate({"weights": weights, "gradients": gradients, "optimizer": optimizer, "activations": activations,
-                     "logits": logits, "runtime": RUNTIME_GB[device] * GB}, device)
+                     "logits": logits, "runtime": RUNTIME_GB[device] * GB}, device,
+                    loading=loading + RUNTIME_GB[device] * GB, notes=notes)
 
 
 def _available_ram_bytes() -> Optional[float]:
@@ -249,6 +272,9 @@ def _variants(cfg: RTuneConfig, device: str):
         yield "trainer.micro_batch_size=1", replace(cfg, trainer=replace(t, micro_batch_size=1))
     if p.method != "lora":
         yield "peft=lora", replace(cfg, peft=replace(p, method="lora"))
+    elif not bf16_base(cfg):
+        yield "trainer.precision=bf16 peft.base_dtype=bf16", replace(
+            cfg, trainer=replace(t, precision="bf16"), peft=replace(p, base_dtype="bf16"))
     if not (s.name == "deepspeed" and s.zero_stage == 3):
         yield "strategy=deepspeed strategy.zero_stage=3", replace(cfg, strategy=replace(s, name="deepspeed",
                                                                                           zero_stage=3))
@@ -265,27 +291,56 @@ def _what_would_fit(cfg: RTuneConfig, model_config, device: str, budget: float) 
             if estimate(trial, model_shape(trial, model_config), device).total <= budget]
 
 
-def check_fit(cfg: RTuneConfig, model_config, local_cluster: bool) -> Optional[Estimate]:
-    """Print the expected peak memory per worker; raise UserError naming the fixes if it cannot fit."""
+@dataclass
+class Assessment:
+    """The estimate against the budget: what the fit check prints, and the refusal when it cannot fit."""
+
+    estimate: Estimate
+    shape: Shape
+    budget: Optional[float]  # bytes one worker may use; None when the check cannot know
+    what: str  # what the budget is (or why it is unknown)
+
+    @property
+    def fits(self) -> Optional[bool]:
+        return None if self.budget is None else self.estimate.total <= self.budget
+
+    def line(self) -> str:
+        if self.budget is None:
+            verdict = f"not checked: {self.what}"
+        elif not self.fits:
+            verdict = f"does NOT fit {self.what}"
+        elif self.estimate.total > TIGHT * self.budget:  # the estimate runs up to ~25% under measured peaks
+            verdict = f"fits {self.what}, but tightly: the estimate can be ~25% low, so it may run out of memory"
+        else:
+            verdict = f"fits {self.what}"
+        return f"[rtune] expected peak memory: {self.estimate.describe()}; {verdict}"
+
+    def refusal(self, cfg: RTuneConfig, model_config) -> str:
+        fixes = _what_would_fit(cfg, model_config, self.estimate.device, self.budget)
+        if fixes:
+            hint = f"try {' or '.join(fixes)}"
+        else:
+            largest = sorted(self.estimate.notes.items(), key=lambda kv: -kv[1])[:2]
+            why = "; ".join(f"{what}: {size / GB:.1f} GB" for what, size in largest)
+            hint = (f"no single change fits{f' (the largest costs: {why})' if why else ''}: use a smaller model, "
+                    "or more or bigger machines")
+        return (f"this run needs ~{self.estimate.total / GB:.1f} GB per worker ({self.shape.params / 1e9:.2f}B "
+                f"parameters, {cfg.strategy.name}{' LoRA' if cfg.peft.method == 'lora' else ''}"
+                f"{' (bf16 base)' if bf16_base(cfg) else ''}, {cfg.trainer.precision}, "
+                f"micro batch {cfg.trainer.micro_batch_size} x {cfg.data.seq_len}) and has {self.what}: {hint}")
+
+
+def assess(cfg: RTuneConfig, model_config, local_cluster: bool) -> Assessment:
     device = "cuda" if cfg.use_gpu else "cpu"
     shape = model_shape(cfg, model_config)
-    result = estimate(cfg, shape, device)
     budget, what = capacity(cfg, local_cluster)
-    if budget is None:
-        verdict = f"not checked: {what}"
-    elif result.total > budget:
-        verdict = f"does NOT fit {what}"
-    elif result.total > TIGHT * budget:  # the estimate runs up to ~25% under measured peaks (bench/fit.py)
-        verdict = f"fits {what}, but tightly: the estimate can be ~25% low, so it may run out of memory"
-    else:
-        verdict = f"fits {what}"
-    print(f"[rtune] expected peak memory: {result.describe()}; {verdict}", flush=True)
-    if budget is not None and result.total > budget and not cfg.trainer.skip_fit_check:
-        fixes = _what_would_fit(cfg, model_config, device, budget)
-        hint = f"try {' or '.join(fixes)}" if fixes else "use a smaller model, or more or bigger machines"
-        raise UserError(f"this run needs ~{result.total / GB:.1f} GB per worker ({shape.params / 1e9:.2f}B parameters"
-                        f", {cfg.strategy.name}{' LoRA' if cfg.peft.method == 'lora' else ''}, "
-                        f"{cfg.trainer.precision}, "
-                        f"micro batch {cfg.trainer.micro_batch_size} x {cfg.data.seq_len}) and has {what}: {hint}; "
-                        "trainer.skip_fit_check=true runs it anyway")
-    return result
+    return Assessment(estimate(cfg, shape, device), shape, budget, what)
+
+
+def check_fit(cfg: RTuneConfig, model_config, local_cluster: bool) -> Optional[Estimate]:
+    """Print the expected peak memory per worker; raise UserError naming the fixes if it cannot fit."""
+    result = assess(cfg, model_config, local_cluster)
+    print(result.line(), flush=True)
+    if result.fits is False and not cfg.trainer.skip_fit_check:
+        raise UserError(result.refusal(cfg, model_config) + "; trainer.skip_fit_check=true runs it anyway")
+    return result.estimate

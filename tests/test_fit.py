@@ -78,10 +78,15 @@ def test_weights_logits_runtime_and_sharded_terms_follow_the_model():
     assert chunked.parts["logits"] == pytest.approx(LOGITS_CHUNK_COPIES * 4 * 100 * 4096)
     _, on_gpu = _estimate(device="cuda")
     assert on_gpu.parts["runtime"] == RUNTIME_GB["cuda"] * GB and on_gpu.parts["weights"] == ddp.parts["weights"]
-    # FSDP2: a shard plus two gathered blocks; today every rank builds the whole model first, and on a CPU
-    # glibc keeps the freed gathered blocks
+    # FSDP2: a shard plus two gathered blocks, each rank loading only its slices; built whole first
+    # (strategy.fsdp_load=whole) that build stays reserved; on a CPU glibc keeps the freed gathered blocks
     fsdp_gpu = _estimate("strategy=fsdp", device="cuda")[1]
-    assert fsdp_gpu.parts["weights"] == pytest.approx(4 * (n / 2 + 2 * shape.largest_block_params) + 4 * n)
+    assert fsdp_gpu.parts["weights"] == pytest.approx(4 * (n / 2 + 2 * shape.largest_block_params))
+    assert fsdp_gpu.loading == pytest.approx(4 * (n / 2 + shape.largest_block_params) + RUNTIME_GB["cuda"] * GB)
+    whole = _estimate("strategy=fsdp", "strategy.fsdp_load=whole", device="cuda")[1]
+    assert whole.parts["weights"] == pytest.approx(fsdp_gpu.parts["weights"] + 4 * n)
+    assert whole.loading == pytest.approx(4 * n + RUNTIME_GB["cuda"] * GB) == ddp.loading - RUNTIME_GB["cpu"] * GB + \
+        RUNTIME_GB["cuda"] * GB
     assert _estimate("strategy=fsdp")[1].parts["weights"] == pytest.approx(fsdp_gpu.parts["weights"] + 4 * n)
     assert fsdp_gpu.parts["gradients"] == pytest.approx(4 * n / 2)
     assert fsdp_gpu.parts["optimizer"] == pytest.approx(4 * n)
@@ -105,3 +110,60 @@ def test_a_local_cluster_splits_the_machines_ram_among_its_workers(monkeypatch):
     assert fit.capacity(compose(), local_cluster=False)[0] is None  # a remote cluster's nodes are unknown here
     budget, what = fit.capacity(compose("use_gpu=true", "gpu_memory_gb=40"), local_cluster=True)
     assert budget == 40 * GB and "40 GB per GPU" in what
+
+
+def test_a_bf16_base_halves_the_frozen_weights_and_is_suggested():
+    shape, fp32 = _estimate("peft=lora", "trainer.precision=bf16", "peft.base_dtype=fp32")
+    _, auto = _estimate("peft=lora", "trainer.precision=bf16")  # auto: bf16 under bf16 autocast
+    n, adapters, copy = shape.params, 4 * shape.lora_params, 4 * shape.params  # copy: the from-config base's
+    assert fp32.parts["weights"] == pytest.approx(4 * n + adapters + copy)
+    assert auto.parts["weights"] == pytest.approx(2 * n + adapters + copy)
+    _, zero3 = _estimate("peft=lora", "trainer.precision=bf16", "strategy=deepspeed", "strategy.zero_stage=3")
+    assert zero3.loading < auto.loading  # ZeRO-3 builds partitioned; DDP builds the whole model in fp32 first
+    from rtune.fit import _variants
+
+    labels = [label for label, _ in _variants(compose(LLAMA, "peft=lora"), "cpu")]
+    assert "trainer.precision=bf16 peft.base_dtype=bf16" in labels
+
+
+def test_rtune_fit_answers_without_ray(tmp_path):
+    """`rtune fit`: the estimate and exit 0 when it fits; the refusal and exit 1 when not; Ray never starts."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from rtune.cli import main; code = main(sys.argv[1:]); import ray; "
+             "assert not ray.is_initialized(), 'Ray started'; sys.exit(code)")
+    fits = subprocess.run([sys.executable, "-c", probe, "fit"], capture_output=True, text=True, timeout=300)
+    assert fits.returncode == 0, fits.stderr[-2000:]
+    assert "expected peak memory:" in fits.stdout and "; fits" in fits.stdout
+    big = subprocess.run([sys.executable, "-c", probe, "fit", MISTRAL_7B, "peft=lora", "strategy=fsdp",
+                          "trainer.precision=bf16", "trainer.gradient_checkpointing=true"],
+                         capture_output=True, text=True, timeout=300)
+    assert big.returncode == 1, big.stderr[-2000:]
+    refusal = [line for line in big.stderr.splitlines() if line.startswith("rtune: does not fit:")]
+    assert len(refusal) == 1 and "7.01B parameters" in refusal[0] and "(bf16 base)" in refusal[0]
+    # the line names what costs most (a from-config base's copy for checkpoints; glibc's kept blocks on a CPU)
+    assert "the largest costs:" in refusal[0] and "GB" in refusal[0]
+    bad = subprocess.run([sys.executable, "-m", "rtune", "fit", "peft.base_dtype=bf16"], capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 2 and "needs peft=lora and trainer.precision=bf16" in bad.stderr
+
+
+def test_the_frozen_base_is_cast_to_bf16_where_asked():
+    """Strategy._prepare: a bf16 base under LoRA (adapters stay fp32); DeepSpeed leaves it to its bf16 mode."""
+    import torch
+    import transformers
+
+    from rtune.worker.strategy import DeepSpeedStrategy, Strategy
+
+    config = transformers.AutoConfig.for_model("llama", num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
+                                               num_key_value_heads=1, intermediate_size=64, vocab_size=100)
+    for overrides, strategy, frozen in ((("trainer.precision=bf16",), Strategy, torch.bfloat16),
+                                        (("trainer.precision=bf16", "peft.base_dtype=fp32"), Strategy, torch.float32),
+                                        ((), Strategy, torch.float32),
+                                        (("trainer.precision=bf16",), DeepSpeedStrategy, torch.float32)):
+        cfg = compose("peft=lora", *overrides)
+        s = strategy(cfg, 0, 1, torch.device("cpu"), 1)
+        s._prepare(transformers.AutoModelForCausalLM.from_config(config), None, ())
+        assert {p.dtype for p in s.raw.parameters() if not p.requires_grad} == {frozen}, overrides
+        assert {p.dtype for p in s.raw.parameters() if p.requires_grad} == {torch.float32}

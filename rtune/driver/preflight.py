@@ -138,9 +138,9 @@ def preflight(cfg: RTuneConfig, concurrent_runs: int = 1):
         raise
 
 
-def _checks_and_data(cfg: RTuneConfig, concurrent_runs: int):
-    if cfg.strategy.name == "deepspeed":
-        _check_deepspeed_toolchain()
+def model_config_checked(cfg: RTuneConfig):
+    """The model's config (no weights), checked against the run's LoRA targets and seq_len: what the fit check
+    estimates from."""
     model_config = load_model_config(cfg.model)  # fails fast (one line) when the hub is unreachable
     if cfg.peft.method == "lora":
         check_lora_targets(cfg.model, cfg.peft, model_config)
@@ -150,7 +150,13 @@ def _checks_and_data(cfg: RTuneConfig, concurrent_runs: int):
                         f"tokens: set data.seq_len={context} or less")
     if cfg.model.name_or_path is None:  # its vocabulary is the BPE trained on the data: at most this big
         model_config.vocab_size = cfg.model.tokenizer_vocab_size
-    check_fit(cfg, model_config, local_cluster=not (cfg.ray_address or os.environ.get("RAY_ADDRESS")))
+    return model_config
+
+
+def _checks_and_data(cfg: RTuneConfig, concurrent_runs: int):
+    if cfg.strategy.name == "deepspeed":
+        _check_deepspeed_toolchain()
+    check_fit(cfg, model_config_checked(cfg), local_cluster=not (cfg.ray_address or os.environ.get("RAY_ADDRESS")))
     run_dir = _check_storage(cfg)
     resume_from = resume_point(cfg, run_dir)
     started_ray = False
