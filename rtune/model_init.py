@@ -145,10 +145,7 @@ def weight_files(directory: str) -> Optional[Dict[str, str]]:
             return {name: os.path.join(directory, file) for name, file in json.load(f)["weight_map"].items()}
     single = os.path.join(directory, "model.safetensors")
     if os.path.exists(single):
-        from safetensors import safe_open
-
-        with safe_open(single, framework="pt") as f:
-            return {name: single for name in f.keys()}
+        return {name: single for name in _header(single)[0] if name != "__metadata__"}
     return None
 
 
@@ -161,10 +158,37 @@ def file_key(param_name: str, files: Dict[str, str], prefix: str) -> Optional[st
     return None
 
 
-def load_from_files(model, directory: str, files: Dict[str, str], skip: Iterable[str] = ()) -> None:
-    """Each rank reads its rows of every parameter from the safetensors files (slices, never a whole file)."""
-    from safetensors import safe_open
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
 
+
+def _header(path: str) -> Tuple[Dict[str, dict], int]:
+    """A safetensors file's header (name -> dtype, shape, data_offsets) and where its data starts."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        return json.loads(f.read(size)), 8 + size
+
+
+def _read_rows(f, entry: dict, data_start: int, start: int, stop: int, out: torch.Tensor) -> None:
+    """Rows [start, stop) of a tensor in an open safetensors file, read straight into `out` (a plain read, not a
+    memory map: the file's pages never count in this process's memory)."""
+    dtype = _DTYPES[entry["dtype"]]
+    row_bytes = dtype.itemsize
+    for size in entry["shape"][1:]:
+        row_bytes *= size
+    direct = out.dtype == dtype and out.is_contiguous()
+    target = out if direct else torch.empty(out.shape, dtype=dtype)
+    f.seek(data_start + entry["data_offsets"][0] + start * row_bytes)
+    view = memoryview(target.view(torch.uint8).reshape(-1).numpy())
+    if f.readinto(view) != len(view):
+        raise OSError(f"{f.name}: the file ends inside a tensor")
+    if not direct:
+        out.copy_(target)
+
+
+def load_from_files(model, directory: str, files: Dict[str, str], skip: Iterable[str] = ()) -> None:
+    """Each rank reads its rows of every parameter from the safetensors files (never a whole tensor or file)."""
     prefix = _hf(model).base_model_prefix
     by_file: Dict[str, List[Tuple[torch.nn.Parameter, str]]] = {}
     skip = set(skip)
@@ -177,13 +201,16 @@ def load_from_files(model, directory: str, files: Dict[str, str], skip: Iterable
         by_file.setdefault(files[key], []).append((param, key))
     with torch.no_grad():
         for path, wanted in by_file.items():
-            with safe_open(path, framework="pt") as f:
+            header, data_start = _header(path)
+            with open(path, "rb", buffering=0) as f:
                 for param, key in wanted:
-                    piece = f.get_slice(key)
-                    rows = piece.get_shape()[0]
-                    start, stop = _rows(param, rows) if hasattr(param, "to_local") else (0, rows)
-                    local = param.to_local() if hasattr(param, "to_local") else param.data
-                    local.copy_(piece[start:stop].to(local.dtype))
+                    entry = header[key]
+                    rows = entry["shape"][0] if entry["shape"] else 1
+                    sharded = hasattr(param, "to_local")
+                    start, stop = _rows(param, rows) if sharded else (0, rows)
+                    local = param.to_local() if sharded else param.data
+                    if stop > start:
+                        _read_rows(f, entry, data_start, start, stop, local)
 
 
 def loadable_on_meta(skeleton, vocab_size: int) -> bool:
