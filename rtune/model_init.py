@@ -151,7 +151,7 @@ def weight_files(directory: str) -> Optional[Dict[str, str]]:
 
 def file_key(param_name: str, files: Dict[str, str], prefix: str) -> Optional[str]:
     """The name a parameter has in the files: peft's wrapping removed, the base model's prefix as the files have it."""
-    name = param_name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+    name = unwrapped_name(param_name)
     for candidate in (name, name.removeprefix(f"{prefix}."), f"{prefix}.{name}"):
         if candidate in files:
             return candidate
@@ -244,7 +244,7 @@ def materialize(module, raw, device: torch.device, weights_dir: Optional[str], l
         tied = set(getattr(base, "all_tied_weights_keys", {}) or {})
         lora_names = {n for n, _ in raw.named_parameters() if ".lora_" in n}
         load_from_files(raw, weights_dir, weight_files(weights_dir),
-                        skip=lora_names | {n for n, _ in raw.named_parameters() if _unwrapped(n) in tied})
+                        skip=lora_names | {n for n, _ in raw.named_parameters() if unwrapped_name(n) in tied})
     base.tie_weights()
     if lora:
         init_lora(raw)
@@ -272,7 +272,8 @@ def _hf(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _unwrapped(name: str) -> str:
+def unwrapped_name(name: str) -> str:
+    """A peft model's parameter name as the model alone names it."""
     return name.removeprefix("base_model.model.").replace(".base_layer.", ".")
 
 

@@ -37,7 +37,7 @@ from rtune import shards
 from rtune.config import RTuneConfig, bf16_base
 from rtune.errors import UserError
 from rtune.model import apply_lora, cast_frozen, load_model_config
-from rtune.model_init import load_adapter, materialize
+from rtune.model_init import load_adapter, materialize, unwrapped_name
 from rtune.worker.lm import TokenLogprobs, hf_model
 from rtune.worker.optim import build_optimizer, build_scheduler
 
@@ -46,11 +46,6 @@ _WRAPPER_PREFIX = "lm."  # TokenLogprobs holds the model as `lm`: strip it from 
 
 def _unwrapped_keys(state_dict: Dict[str, Any]) -> Dict[str, Any]:
     return {k[len(_WRAPPER_PREFIX):] if k.startswith(_WRAPPER_PREFIX) else k: v for k, v in state_dict.items()}
-
-
-def _unwrapped_peft(key: str) -> str:
-    """A peft model's key as the model alone names it."""
-    return key.removeprefix("base_model.model.").replace(".base_layer.", ".")
 
 
 def _cpu_copy(tree, memo: Optional[Dict[tuple, torch.Tensor]] = None,
@@ -238,7 +233,7 @@ class FSDPStrategy(Strategy):
         weights = get_model_state_dict(self.model, options=self._full_state_options())
         if self.rank != 0:
             return None
-        return {_unwrapped_peft(k): v for k, v in _unwrapped_keys(weights).items() if ".lora_" not in k}
+        return {unwrapped_name(k): v for k, v in _unwrapped_keys(weights).items() if ".lora_" not in k}
 
     gathers_weights_in_forward = True
 
