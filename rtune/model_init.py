@@ -87,10 +87,15 @@ def _own_and_childrens(module) -> List[Tuple[torch.nn.Module, str]]:
     return out
 
 
-def replay_init(model, only_with_buffers: bool = False) -> None:
+def replay_init(model, only_with_buffers: bool = False,
+                before: Optional[Callable[[List[Tuple[torch.nn.Module, str]]], None]] = None,
+                after: Optional[Callable[[torch.nn.Module], None]] = None) -> None:
     """transformers' initialize_weights (smart_apply order, each module once), on sharded parameters: each module's
     parameters whole while it is initialised. only_with_buffers: just the modules that own buffers (rotary
-    frequencies), whose values the meta device lost; their parameters are loaded afterwards."""
+    frequencies), whose values the meta device lost; their parameters are loaded afterwards. before(params): called
+    with the (module, name) parameters a module's initialisation may write, just before it; after(module): once a
+    module and everything under it is initialised (its children's own parameters are then final: only a module
+    and its parent write a parameter)."""
     from transformers import initialization
     from transformers.modeling_utils import PreTrainedModel
 
@@ -113,9 +118,13 @@ def replay_init(model, only_with_buffers: bool = False) -> None:
             return
         for child in module.children():
             walk(child, child._initialize_weights if isinstance(child, PreTrainedModel) else fn)
-        if only_with_buffers and not list(module.buffers(recurse=False)):
-            return
-        _with_whole(_own_and_childrens(module), lambda: fn(module, remote), discard=tied_head)
+        if not (only_with_buffers and not list(module.buffers(recurse=False))):
+            params = _own_and_childrens(module)
+            if before is not None:
+                before(params)
+            _with_whole(params, lambda: fn(module, remote), discard=tied_head)
+        if after is not None:
+            after(module)
 
     for module in model.modules():  # the meta build set no flags; a loaded model may carry them
         if hasattr(module, "_is_hf_initialized"):
@@ -265,6 +274,74 @@ def init_from_config(model_config, **kwargs):
     replay_init(model)
     model.tie_weights()
     return model
+
+
+SAVE_SHARD_BYTES = 2 ** 30  # save_initialised's safetensors files (the last one smaller)
+
+
+def save_initialised(model_config, out_dir: str, shard_bytes: int = SAVE_SHARD_BYTES, **kwargs) -> None:
+    """A model built from config, saved as safetensors without ever being whole in memory: transformers'
+    initialisation replayed module by module (the weights of `init_from_config`, bit for bit), each tensor written
+    once final and its memory given back. The peak is about one block, plus a shard file's worth of tensors."""
+    import ctypes
+
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(model_config, **kwargs)
+    if any(name not in dict(model.named_parameters(remove_duplicate=False)) for name in model.state_dict()):
+        init_from_config(model_config, **kwargs).save_pretrained(out_dir, safe_serialization=True)
+        return  # persistent buffers: not replayed here (none of the families rtune knows has one)
+    model.to_empty(device="cpu")  # address space only: a page takes memory once written
+    model.tie_weights()  # to_empty gave a tied head its own tensor: one again (its draws are then thrown away)
+    shapes = {id(p): p.shape for p in model.parameters()}
+    names = {id(p): name for name, p in model.named_parameters()}  # tied: the first name, as save_pretrained keeps
+    written, pending, files, total = set(), {}, {}, 0
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc: give freed heap pages back
+
+    def flush() -> None:
+        if pending:
+            name = f"model-{len(set(files.values())) + 1:05d}.safetensors"
+            save_file(pending, os.path.join(out_dir, name), metadata={"format": "pt"})
+            files.update(dict.fromkeys(pending, name))
+            for key in pending:
+                params[key].data = torch.empty(0, dtype=params[key].dtype)
+            pending.clear()
+            if trim is not None:
+                trim(0)
+
+    def before(owned):  # written and freed already (a tied head's throwaway draws): its shape back, values moot
+        for owner, name in owned:
+            param = owner._parameters[name]
+            if param.shape != shapes[id(param)]:
+                param.data = torch.empty(shapes[id(param)], dtype=param.dtype)
+
+    def after(module):
+        nonlocal total
+        for child in module.children():
+            for param in child.parameters(recurse=False):
+                if id(param) not in written:
+                    written.add(id(param))
+                    pending[names[id(param)]], params[names[id(param)]] = param.data, param
+                    total += param.numel() * param.element_size()
+        if sum(t.numel() * t.element_size() for t in pending.values()) >= shard_bytes:
+            flush()
+
+    params: Dict[str, torch.nn.Parameter] = {}
+    os.makedirs(out_dir, exist_ok=True)
+    replay_init(model, before=before, after=after)
+    for name, param in model.named_parameters():  # the root's own parameters, if any
+        if id(param) not in written:
+            written.add(id(param))
+            pending[name], params[name] = param.data, param
+            total += param.numel() * param.element_size()
+    flush()
+    with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": files}, f, indent=2)
+    model.config.save_pretrained(out_dir)
+    if model.can_generate():
+        model.generation_config.save_pretrained(out_dir)
 
 
 def _hf(model):
