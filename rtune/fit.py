@@ -5,9 +5,12 @@ strategy, precision, micro batch, `seq_len`, LoRA and worker count:
 
     weights       fp32 master weights (rtune trains fp32 weights, bf16 only in autocast): replicated
                   under DDP / ZeRO-1/2, sharded under FSDP2 / ZeRO-3 (plus the blocks gathered at a time);
-                  a frozen LoRA base in bf16 under peft.base_dtype=bf16 (2 bytes a parameter)
-    loading       every rank builds the model in fp32 before it is cast or sharded (ZeRO-3 builds it
-                  partitioned): the estimate is at least that peak (4 bytes a parameter, plus the runtime)
+                  a frozen LoRA base in bf16 under peft.base_dtype=bf16 (2 bytes a parameter); under
+                  peft=qlora the linear weights in NF4 (~0.52 bytes) and the rest in the compute dtype
+    loading       the peak while the model is built: FSDP2 (fsdp_load=sharded) gives each rank its slices
+                  of a meta-device build, ZeRO-3 builds partitioned, QLoRA quantizes tensor by tensor as it
+                  loads (a from-config base is first saved a file at a time); the others build the whole
+                  model in fp32 on every rank (4 bytes a parameter, plus the runtime)
     gradients     fp32, trainable parameters only; sharded under ZeRO-2/3 and FSDP2; DDP adds its buckets
     optimizer     AdamW's two moments, 8 bytes per trainable parameter; sharded under ZeRO and FSDP2;
                   on the host with offload_optimizer=cpu (so not on the GPU)
@@ -41,6 +44,8 @@ GB = 1024 ** 3
 BYTES_PER_ELEMENT = {"fp32": 4.0, "bf16": 2.5}
 RUNTIME_GB = {"cpu": 0.55, "cuda": 1.0}  # process baseline: CPU measured here (imports, Ray worker); GPU: context
 LOGITS_CHUNK_COPIES = 3  # a chunk's logits, their log-softmax and their gradient exist at once
+# NF4 with double quantization: 4 bits a weight, an 8-bit scale per 64-weight block, an fp32 scale per 256 blocks
+NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
 TIGHT = 0.8  # above this share of the budget the run log warns: measured peaks ran up to ~25% above estimates
 
 
@@ -54,6 +59,8 @@ class Shape:
     vocab: int
     largest_block_params: int
     lora_params: int  # adapter parameters for the run's LoRA targets (0 without LoRA)
+    linear_params: int  # weights of the linear layers but the output head: what QLoRA quantizes
+    largest_linear_params: int  # the largest of those weights (dequantized whole for each 4-bit matmul)
     layer_bytes_per_token: float  # fp32 activations backward keeps per token and layer (traced, see below)
     square_bytes_per_layer: float  # attention-score-sized tensors per layer for TRACE_TOKENS (eager attention)
     other_bytes_per_token: float  # activations outside the layers (embeddings, final norm)
@@ -78,7 +85,7 @@ def _trace_saved_bytes(cfg: RTuneConfig, model_config, layers: int, gradient_che
             setattr(config, key, layers)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.model.trust_remote_code)
-        if cfg.peft.method == "lora":
+        if cfg.peft.adapters:
             model = apply_lora(model, cfg.peft).get_base_model()
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -133,21 +140,24 @@ def model_shape(cfg: RTuneConfig, model_config) -> Shape:
 
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(model_config, trust_remote_code=cfg.model.trust_remote_code)
-    seen, params = set(), 0
+    seen, numels = set(), []
     for p in skeleton.parameters():
         if id(p) not in seen:
             seen.add(id(p))
-            params += p.numel()
+            numels.append(p.numel())
+    params = sum(numels)
     blocks = set(getattr(skeleton, "_no_split_modules", None) or [])
     largest = max((sum(p.numel() for p in m.parameters()) for m in skeleton.modules() if type(m).__name__ in blocks),
                   default=0)
     lora = 0
-    if cfg.peft.method == "lora":
+    head, kinds = skeleton.get_output_embeddings(), set(adaptable_modules(skeleton))
+    linear = [m.weight.numel() for name, m in skeleton.named_modules()
+              if name.split(".")[-1] in kinds and m is not head and hasattr(m, "weight")]
+    if cfg.peft.adapters:
         targets = lora_targets(cfg.peft, skeleton)
-        head = skeleton.get_output_embeddings()
         for name, module in skeleton.named_modules():
             last = name.split(".")[-1]
-            if last not in adaptable_modules(skeleton) or module is head:
+            if last not in kinds or module is head:
                 continue
             if targets == "all-linear" or last in targets:
                 weight = module.weight
@@ -157,14 +167,15 @@ def model_shape(cfg: RTuneConfig, model_config) -> Shape:
     hidden = getattr(c, "hidden_size", None) or getattr(c, "n_embd", 0)
     one, one_square = _trace_saved_bytes(cfg, model_config, 1, gradient_checkpointing=False)
     two, two_square = _trace_saved_bytes(cfg, model_config, 2, gradient_checkpointing=False)
-    return Shape(params, layers, hidden, c.vocab_size, largest, lora, layer_bytes_per_token=two - one,
+    return Shape(params, layers, hidden, c.vocab_size, largest, lora, sum(linear), max(linear, default=0),
+                 layer_bytes_per_token=two - one,
                  square_bytes_per_layer=two_square - one_square, other_bytes_per_token=max(2 * one - two, 0.0))
 
 
 def estimate(cfg: RTuneConfig, shape: Shape, device: str) -> Estimate:
     """Peak bytes per worker for this config on `device` ("cpu" or "cuda")."""
     t, s, ws = cfg.trainer, cfg.strategy, worker_range(cfg)[0]  # an elastic group's smallest shards the least
-    lora = cfg.peft.method == "lora"
+    lora = cfg.peft.adapters
     trainable = shape.lora_params if lora else shape.params
     sharded_weights = s.name == "fsdp" or (s.name == "deepspeed" and s.zero_stage == 3)
     sharded_grads = sharded_weights or (s.name == "deepspeed" and s.zero_stage == 2)
@@ -174,6 +185,11 @@ def estimate(cfg: RTuneConfig, shape: Shape, device: str) -> Estimate:
     base = 2.0 if bf16_base(cfg) else 4.0  # bytes a base weight takes while training
     notes: Dict[str, float] = {}  # the large costs a refusal names
     weights = base * (n / ws + 2 * shape.largest_block_params if sharded_weights else n)
+    if cfg.peft.quantized:  # NF4 linear weights (4 bits, double-quantized block scales), the rest in the compute
+        # dtype, and one weight dequantized at a time for its matmul
+        compute = 2.0 if t.precision == "bf16" else 4.0
+        weights = notes.setdefault("the 4-bit base, whole on every rank (DDP)", NF4_BYTES * shape.linear_params
+                                   + compute * (n - shape.linear_params) + compute * shape.largest_linear_params)
     if s.name == "fsdp" and s.fsdp_load == "whole":  # the whole build before fully_shard stays reserved
         weights += 4.0 * n
     if s.name == "fsdp" and device == "cpu":  # glibc keeps the freed all-gathered blocks of each step (measured)
@@ -185,13 +201,21 @@ def estimate(cfg: RTuneConfig, shape: Shape, device: str) -> Estimate:
         weights += 4.0 * n / ws + 4.0 * min(n, 1e9)
     if lora:
         weights += 4.0 * shape.lora_params
-        if cfg.model.name_or_path is None and device == "cpu":  # rank 0 keeps the base's pristine copy to save
+        if cfg.model.name_or_path is None and device == "cpu" and not cfg.peft.quantized:
+            # rank 0 keeps the base's pristine copy to save
             # with checkpoints, in host memory (so not on a GPU)
             key = "rank 0 keeps a copy of a from-config base to save beside each adapter"
             weights += notes.setdefault(key, (base if s.name == "fsdp" else 4.0) * n)
     # Loading: FSDP2 gives each rank its slices of a meta-device build (one module's tensors whole at a time);
     # ZeRO-3 builds partitioned; the others build the whole model in fp32 on every rank first.
-    if s.name == "fsdp" and s.fsdp_load == "sharded":
+    if cfg.peft.quantized:  # quantized tensor by tensor as it loads; a from-config base is first saved a file at
+        # a time (model_init.save_initialised), its peak gone before the load
+        loading = weights + 4.0 * shape.largest_block_params
+        if cfg.model.name_or_path is None:
+            from rtune.model_init import SAVE_SHARD_BYTES  # what it holds at most besides one block
+
+            loading = max(loading, 4.0 * shape.largest_block_params + SAVE_SHARD_BYTES)
+    elif s.name == "fsdp" and s.fsdp_load == "sharded":
         loading = base * n / ws + 4.0 * shape.largest_block_params
     elif zero3:
         loading = 4.0 * (n / ws + shape.largest_block_params)
@@ -270,11 +294,15 @@ def _variants(cfg: RTuneConfig, device: str):
         yield "trainer.gradient_checkpointing=true", replace(cfg, trainer=replace(t, gradient_checkpointing=True))
     if t.micro_batch_size > 1:
         yield "trainer.micro_batch_size=1", replace(cfg, trainer=replace(t, micro_batch_size=1))
-    if p.method != "lora":
+    if p.method == "none":
         yield "peft=lora", replace(cfg, peft=replace(p, method="lora"))
-    elif not bf16_base(cfg):
+    elif p.method == "lora" and not bf16_base(cfg):
         yield "trainer.precision=bf16 peft.base_dtype=bf16", replace(
             cfg, trainer=replace(t, precision="bf16"), peft=replace(p, base_dtype="bf16"))
+    if not p.quantized:  # the preset: all linear layers adapted; DDP, the strategy it runs under
+        yield f"peft=qlora{'' if s.name == 'ddp' else ' strategy=ddp'}", replace(
+            cfg, peft=replace(p, method="qlora", target_modules="all-linear", base_dtype="auto"),
+            strategy=replace(s, name="ddp", offload_optimizer="none"))
     if not (s.name == "deepspeed" and s.zero_stage == 3):
         yield "strategy=deepspeed strategy.zero_stage=3", replace(cfg, strategy=replace(s, name="deepspeed",
                                                                                           zero_stage=3))
@@ -289,6 +317,9 @@ def _what_would_fit(cfg: RTuneConfig, model_config, device: str, budget: float) 
     """The single changes under which the estimate fits the budget."""
     return [label for label, trial in _variants(cfg, device)
             if estimate(trial, model_shape(trial, model_config), device).total <= budget]
+
+
+_PEFT_WORDS = {"lora": " LoRA", "qlora": " QLoRA"}
 
 
 @dataclass
@@ -325,7 +356,7 @@ class Assessment:
             hint = (f"no single change fits{f' (the largest costs: {why})' if why else ''}: use a smaller model, "
                     "or more or bigger machines")
         return (f"this run needs ~{self.estimate.total / GB:.1f} GB per worker ({self.shape.params / 1e9:.2f}B "
-                f"parameters, {cfg.strategy.name}{' LoRA' if cfg.peft.method == 'lora' else ''}"
+                f"parameters, {cfg.strategy.name}{_PEFT_WORDS.get(cfg.peft.method, '')}"
                 f"{' (bf16 base)' if bf16_base(cfg) else ''}, {cfg.trainer.precision}, "
                 f"micro batch {cfg.trainer.micro_batch_size} x {cfg.data.seq_len}) and has {self.what}: {hint}")
 

@@ -21,10 +21,11 @@ from rtune.model import hub_error
 from rtune.shards import consolidated_model, is_sharded
 
 _SECRET_WORDS = ("token", "secret", "password", "api_key")
+_METHODS = {"lora": "LoRA (merged)", "qlora": "QLoRA (merged into the dequantized 4-bit base, bf16)"}
 
 
 def load_model(path: str, trust_remote_code: bool = False) -> Tuple[Any, Any, str]:
-    """(model, tokenizer, kind) for a checkpoint or model directory; kind is full, lora, deepspeed or fsdp."""
+    """(model, tokenizer, kind) for a checkpoint or model directory; kind is full, lora, qlora, deepspeed or fsdp."""
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -39,8 +40,13 @@ def load_model(path: str, trust_remote_code: bool = False) -> Tuple[Any, Any, st
         from peft import PeftModel
 
         base = lora_base(path)
-        base_model = AutoModelForCausalLM.from_pretrained(base, trust_remote_code=trust_remote_code)
-        model, kind = PeftModel.from_pretrained(base_model, path), "lora"
+        if is_qlora(path):  # the base the adapter was trained
+            from rtune.model import nf4_valued  # against: its NF4 values
+
+            base_model, kind = nf4_valued(base, trust_remote_code=trust_remote_code), "qlora"
+        else:
+            base_model, kind = AutoModelForCausalLM.from_pretrained(base, trust_remote_code=trust_remote_code), "lora"
+        model = PeftModel.from_pretrained(base_model, path)
     elif os.path.exists(os.path.join(path, "config.json")) and not has_model_weights(path) and is_sharded(path):
         model, kind = consolidated_model(path, trust_remote_code=trust_remote_code), "fsdp"  # from every rank's shards
     elif os.path.exists(os.path.join(path, "config.json")):
@@ -83,6 +89,20 @@ def lora_base(path: str) -> str:
     return base
 
 
+def is_qlora(path: str) -> bool:
+    """Whether a checkpoint holds a QLoRA adapter (trained against a 4-bit base)."""
+    return os.path.isdir(path) and (_run_config(path).get("peft") or {}).get("method") == "qlora"
+
+
+def refuse_qlora_on_vllm(paths) -> None:
+    """vLLM would put a QLoRA adapter on the unquantized base, not the 4-bit one it was trained against."""
+    for path in paths:
+        if is_qlora(path):
+            raise UserError(f"{path} is a QLoRA checkpoint, trained against a 4-bit base that the vllm backend does "
+                            f"not rebuild: `python -m rtune export {path} <out_dir>` and serve the merged model with "
+                            "vllm, or use the transformers backend")
+
+
 def _run_config(path: str) -> Dict[str, Any]:
     config_path = os.path.join(path, CONFIG)
     if not os.path.exists(config_path):
@@ -106,8 +126,12 @@ def export(checkpoint: str, out_dir: str) -> str:
     if os.path.isdir(out_dir) and os.listdir(out_dir):
         raise UserError(f"{out_dir} exists and is not empty: choose a new output directory")
     model, tokenizer, kind = load_model(checkpoint)
-    if kind == "lora":
+    if kind in ("lora", "qlora"):
         model = model.merge_and_unload()
+    if kind == "qlora":  # the dequantized base with the adapter merged in, in QLoRA's compute dtype
+        import torch
+
+        model = model.to(torch.bfloat16)
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
@@ -128,7 +152,7 @@ def model_card(config: Dict[str, Any], marker: Dict[str, Any], kind: str) -> str
         f"- **Base model:** {base}",
         f"- **Data:** {data.get('path')} (data_dir={data.get('data_dir')}, field `{data.get('text_field')}`, "
         f"seq_len {data.get('seq_len')})",
-        f"- **Method:** {'LoRA (merged)' if kind == 'lora' else 'full fine-tune'}, strategy "
+        f"- **Method:** {_METHODS.get(kind, 'full fine-tune')}, strategy "
         f"{(config.get('strategy') or {}).get('name', 'ddp')}, {config.get('num_workers')} workers",
         f"- **Steps:** {marker.get('step')}",
         f"- **Eval loss:** {eval_loss:.4f}" if isinstance(eval_loss, (int, float)) else "- **Eval loss:** n/a",
@@ -142,6 +166,8 @@ def load_engine(path: str, backend: str = "transformers", max_batch_size: int = 
     """The generation engine (engine.py) over a checkpoint, an exported model directory or a hub id."""
     if backend == "vllm":
         from rtune.engine_vllm import VLLMEngine  # an optional extra: imported only when asked for
+
+        refuse_qlora_on_vllm([path])
 
         base = lora_base(path) if os.path.exists(os.path.join(path, "adapter_config.json")) else None
         return VLLMEngine.from_path(path, base, trust_remote_code=trust_remote_code, **vllm_options)

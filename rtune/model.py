@@ -8,6 +8,7 @@ the run needs no download and its checkpoints load with `AutoTokenizer.from_pret
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from typing import Iterable, List, Optional, Sequence
 
@@ -121,6 +122,15 @@ def load_tokenizer_from(name_or_path: str, trust_remote_code: bool, revision: Op
     return tokenizer
 
 
+def config_for_tokenizer(cfg: ModelConfig, vocab_size: int, eos_token_id: Optional[int]):
+    """A from-config model's `PretrainedConfig`, sized to the trained tokenizer."""
+    model_config = load_model_config(cfg)
+    model_config.vocab_size = vocab_size
+    if eos_token_id is not None:  # the trained tokenizer's EOS, not GPT-2's 50256
+        model_config.bos_token_id = model_config.eos_token_id = eos_token_id
+    return model_config
+
+
 def build_model(cfg: ModelConfig, vocab_size: int, eos_token_id: Optional[int] = None,
                 checkpoint_dir: Optional[str] = None, on_meta: bool = False):
     """The model to train: from a checkpoint when resuming, else pretrained or freshly initialised.
@@ -140,10 +150,7 @@ def build_model(cfg: ModelConfig, vocab_size: int, eos_token_id: Optional[int] =
         kwargs["attn_implementation"] = cfg.attn_implementation
     source = checkpoint_dir if checkpoint_dir is not None else cfg.name_or_path
     if source is None:
-        model_config = load_model_config(cfg)
-        model_config.vocab_size = vocab_size
-        if eos_token_id is not None:  # the trained tokenizer's EOS, not GPT-2's 50256
-            model_config.bos_token_id = model_config.eos_token_id = eos_token_id
+        model_config = config_for_tokenizer(cfg, vocab_size, eos_token_id)
     elif on_meta or (checkpoint_dir is not None and not has_model_weights(checkpoint_dir)):
         try:  # the architecture alone (a sharded FSDP checkpoint's weights are its shards: the strategy loads them)
             model_config = AutoConfig.from_pretrained(source, trust_remote_code=cfg.trust_remote_code,
@@ -164,6 +171,64 @@ def build_model(cfg: ModelConfig, vocab_size: int, eos_token_id: Optional[int] =
                                                     **({} if checkpoint_dir else {"revision": cfg.revision}), **kwargs)
     except (OSError, ValueError) as err:
         raise hub_error("model", source, err) from None
+
+
+def require_bitsandbytes() -> None:
+    """peft=qlora's quantization library, an optional extra: one line when it is missing."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError("peft=qlora needs bitsandbytes: pip install 'rtune[qlora]' (bitsandbytes>=0.50, which runs "
+                        "on CPUs too), or use peft=lora") from None
+
+
+def nf4_config(compute_dtype):
+    """QLoRA's quantization: 4-bit NormalFloat weights with double quantization (the block scales quantized too,
+    ~0.5 bytes a parameter in all), dequantized to `compute_dtype` for each matmul."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
+def load_quantized(source: str, compute_dtype, device, revision: Optional[str] = None,
+                   trust_remote_code: bool = False, **kwargs):
+    """A pretrained model with its linear layers quantized to NF4 tensor by tensor as they load (never whole in a
+    wider dtype); the output head, embeddings and norms stay in `compute_dtype`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    require_bitsandbytes()
+    device = torch.device(device)
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            source, quantization_config=nf4_config(compute_dtype), dtype=compute_dtype, revision=revision,
+            device_map={"": device.index if device.type == "cuda" else device.type},
+            trust_remote_code=trust_remote_code, **kwargs)
+    except (OSError, ValueError) as err:
+        raise hub_error("model", source, err) from None
+
+
+def nf4_valued(source: str, trust_remote_code: bool = False):
+    """The base a QLoRA adapter was trained against, as a plain fp32 model of its own architecture (GPT-2 keeps its
+    Conv1D layers): each weight training quantized holds its NF4 value, quantized as training quantized it and
+    dequantized; the other tensors as saved. Export merges into it; generate adapts it."""
+    import torch
+    from bitsandbytes.functional import dequantize_4bit
+    from bitsandbytes.nn import Linear4bit
+    from transformers import AutoModelForCausalLM
+    from transformers.pytorch_utils import Conv1D
+
+    quantized = load_quantized(source, torch.float32, "cpu", trust_remote_code=trust_remote_code)
+    plain = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    with torch.no_grad():
+        for name, module in quantized.named_modules():
+            if isinstance(module, Linear4bit):
+                weight = dequantize_4bit(module.weight.data, module.weight.quant_state).float()
+                target = plain.get_submodule(name)
+                target.weight.copy_(weight.T if isinstance(target, Conv1D) else weight)  # Conv1D stores (in, out)
+    del quantized
+    return plain
 
 
 def weights_dir_of(source: str, revision: Optional[str], checkpoint_dir: Optional[str]) -> Optional[str]:
@@ -199,9 +264,28 @@ def count_parameters(model) -> tuple[int, int]:
             continue
         seen.add(id(p))
         numel = getattr(p, "ds_numel", None) or p.numel()  # ZeRO-3 leaves only a local partition in p
+        if getattr(p, "quant_state", None) is not None:  # a 4-bit weight packs two values a byte
+            numel = math.prod(p.quant_state.shape)
         total += numel
         trainable += numel if p.requires_grad else 0
     return trainable, total
+
+
+def frozen_bytes(model) -> int:
+    """Bytes this process holds of the weights that do not train: its local shards under FSDP2; a 4-bit weight's
+    packed values and its quantization state (block scales, themselves quantized)."""
+    seen, total = set(), 0
+    for param in model.parameters():
+        if param.requires_grad or id(param) in seen:
+            continue
+        seen.add(id(param))
+        local = param.to_local() if hasattr(param, "to_local") else param
+        total += local.numel() * local.element_size()
+        state = getattr(param, "quant_state", None)
+        while state is not None:  # bitsandbytes' QuantState, nested under double quantization
+            total += sum(t.numel() * t.element_size() for t in vars(state).values() if hasattr(t, "element_size"))
+            state = getattr(state, "state2", None)
+    return total
 
 
 # Default LoRA targets per architecture: attention and MLP projections (what QLoRA and most recipes
@@ -277,7 +361,7 @@ def apply_lora(model, peft: PeftConfig, new_token_ids: Sequence[int] = ()):
     config = LoraConfig(r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout,
                         target_modules=lora_targets(peft, model), task_type="CAUSAL_LM",
                         trainable_token_indices=list(new_token_ids) or None,
-                        fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2")  # GPT-2 uses Conv1D
+                        fan_in_fan_out=_has_conv1d(model))  # GPT-2's (in, out) weights; 4-bit ones are Linear
     import torch
 
     from rtune.model_init import init_lora
@@ -288,6 +372,12 @@ def apply_lora(model, peft: PeftConfig, new_token_ids: Sequence[int] = ()):
         wrapped = get_peft_model(model, config)
     init_lora(wrapped)
     return wrapped
+
+
+def _has_conv1d(model) -> bool:
+    from transformers.pytorch_utils import Conv1D
+
+    return any(isinstance(module, Conv1D) for module in model.modules())
 
 
 def disable_dropout(model) -> None:

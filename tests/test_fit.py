@@ -13,6 +13,9 @@ LLAMA = ("++model.from_config={model_type: llama, hidden_size: 256, intermediate
 MISTRAL_7B = ("++model.from_config={model_type: mistral, hidden_size: 4096, intermediate_size: 14336, "
               "num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8, max_position_embeddings: 4096}")
 
+LLAMA_70B = ("++model.from_config={model_type: llama, hidden_size: 8192, intermediate_size: 28672, "
+             "num_hidden_layers: 80, num_attention_heads: 64, num_key_value_heads: 8, max_position_embeddings: 4096}")
+
 
 def _estimate(*overrides, device="cpu"):
     cfg = compose(LLAMA, "model.tokenizer_vocab_size=4096", *overrides)
@@ -142,8 +145,15 @@ def test_rtune_fit_answers_without_ray(tmp_path):
     assert big.returncode == 1, big.stderr[-2000:]
     refusal = [line for line in big.stderr.splitlines() if line.startswith("rtune: does not fit:")]
     assert len(refusal) == 1 and "7.01B parameters" in refusal[0] and "(bf16 base)" in refusal[0]
-    # the line names what costs most (a from-config base's copy for checkpoints; glibc's kept blocks on a CPU)
-    assert "the largest costs:" in refusal[0] and "GB" in refusal[0]
+    assert refusal[0].endswith("try peft=qlora strategy=ddp")  # the change that fits on this box's 2 workers
+    qlora = subprocess.run([sys.executable, "-c", probe, "fit", MISTRAL_7B, "peft=qlora", "trainer.precision=bf16",
+                            "trainer.gradient_checkpointing=true"], capture_output=True, text=True, timeout=300)
+    assert qlora.returncode == 0 and "; fits" in qlora.stdout, qlora.stderr[-2000:]
+    # a 70B-shaped model fits no single change here: the line names what costs most instead
+    huge = subprocess.run([sys.executable, "-c", probe, "fit", LLAMA_70B, "peft=qlora", "trainer.precision=bf16",
+                           "trainer.gradient_checkpointing=true"], capture_output=True, text=True, timeout=300)
+    assert huge.returncode == 1, huge.stderr[-2000:]
+    assert "no single change fits (the largest costs: the 4-bit base, whole on every rank (DDP): 3" in huge.stderr
     bad = subprocess.run([sys.executable, "-m", "rtune", "fit", "peft.base_dtype=bf16"], capture_output=True,
                          text=True, timeout=300)
     assert bad.returncode == 2 and "needs peft=lora and trainer.precision=bf16" in bad.stderr
@@ -167,3 +177,4 @@ def test_the_frozen_base_is_cast_to_bf16_where_asked():
         s._prepare(transformers.AutoModelForCausalLM.from_config(config), None, ())
         assert {p.dtype for p in s.raw.parameters() if not p.requires_grad} == {frozen}, overrides
         assert {p.dtype for p in s.raw.parameters() if p.requires_grad} == {torch.float32}
+

@@ -125,7 +125,8 @@ def max_workers(cfg: RTuneConfig) -> int:
 
 
 def bf16_base(cfg: RTuneConfig) -> bool:
-    """Whether the frozen base is kept in bf16 (peft.base_dtype, `auto` resolved)."""
+    """Whether the frozen base of plain LoRA is kept in bf16 (peft.base_dtype, `auto` resolved). QLoRA's base is 4-bit
+    NF4 (its few unquantized tensors in the compute dtype): not this."""
     p = cfg.peft
     return p.method == "lora" and (p.base_dtype == "bf16" or (p.base_dtype == "auto"
                                                                and cfg.trainer.precision == "bf16"))
@@ -141,12 +142,30 @@ def validate(cfg: RTuneConfig) -> None:
     _rules_across_sections(cfg)
 
 
+def _qlora_rules(cfg: RTuneConfig) -> None:
+    """What a 4-bit NF4 base (bitsandbytes' packed Params4bit) composes with."""
+    if not cfg.peft.quantized:
+        return
+    if cfg.strategy.name != "ddp":
+        raise UserError(f"peft=qlora runs under strategy=ddp, not strategy={cfg.strategy.name}: bitsandbytes' packed "
+                        "4-bit weights carry their quantization state outside the tensor, which FSDP2 and ZeRO-3 "
+                        "cannot shard; each rank holds the whole 4-bit base (~0.5 bytes a parameter), so use "
+                        "strategy=ddp, or peft=lora peft.base_dtype=bf16 with strategy=fsdp")
+    if cfg.peft.base_dtype != "auto":
+        raise UserError("peft.base_dtype does not apply to peft=qlora: its base is 4-bit NF4, its other frozen "
+                        "tensors in the compute dtype (trainer.precision); remove peft.base_dtype")
+    if cfg.rollout.engine == "actors":
+        raise UserError("rollout.engine=actors serves plain-precision rollout models, not a 4-bit base: with "
+                        "peft=qlora use rollout.engine=policy (the learners generate with their own model)")
+
+
 def _rules_across_sections(cfg: RTuneConfig) -> None:
     """Settings of one section that another section's settings rule out."""
     d, ob, t = cfg.data, cfg.objective, cfg.trainer
     lo, hi = worker_range(cfg)
     preference_objective = ob.name in PREFERENCE_OBJECTIVES
     _rl_rules(cfg)
+    _qlora_rules(cfg)
     if preference_objective and d.format != "preference":
         raise UserError(f"objective={ob.name} learns from preference pairs, but data.format={d.format}: use "
                         "data.format=preference (prompt / chosen / rejected records, e.g. data=rust_preference), "

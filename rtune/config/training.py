@@ -253,7 +253,8 @@ class PeftConfig:
     """Parameter-efficient fine-tuning (peft). `method=none` trains every weight.
 
     Args:
-        method: `none` or `lora`.
+        method: `none`, `lora`, or `qlora` (LoRA over a frozen base quantized to 4-bit NF4 with bitsandbytes:
+            double quantization, computed in bf16 under trainer.precision=bf16, else fp32; strategy=ddp).
         r: LoRA rank.
         alpha: LoRA scaling numerator (the update is scaled by alpha / r).
         dropout: Dropout on the LoRA branch.
@@ -273,16 +274,27 @@ class PeftConfig:
     base_dtype: str = "auto"
 
     def check(self) -> None:
-        if self.method not in ("none", "lora"):
-            raise UserError(f"peft.method must be none or lora, got {self.method!r} (peft=lora picks the LoRA preset)")
+        if self.method not in ("none", "lora", "qlora"):
+            raise UserError(f"peft.method must be none, lora or qlora, got {self.method!r} (peft=lora and peft=qlora "
+                            "pick the presets)")
         _one_of("peft.base_dtype", self.base_dtype, ("auto", "bf16", "fp32"), "auto, bf16 or fp32")
-        if self.method == "lora" and (self.r < 1 or self.alpha < 1 or not 0 <= self.dropout < 1):
+        if self.adapters and (self.r < 1 or self.alpha < 1 or not 0 <= self.dropout < 1):
             raise UserError("peft.r and peft.alpha must be at least 1 and peft.dropout in [0, 1)")
         targets = self.target_modules
         if not (targets is None or targets == "all-linear"
                 or (isinstance(targets, (list, tuple)) and targets and all(isinstance(t, str) for t in targets))):
             raise UserError(f"peft.target_modules must be a list of module names, all-linear, or null (the "
                             f"architecture's default), got {targets!r}")
+
+    @property
+    def adapters(self) -> bool:
+        """Whether only LoRA adapters train (lora and qlora): checkpoints hold the adapter, the base is rebuilt."""
+        return self.method in ("lora", "qlora")
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the frozen base is 4-bit NF4 (qlora)."""
+        return self.method == "qlora"
 
 
 @dataclass

@@ -63,7 +63,8 @@ def _summarize(cfg: RTuneConfig, result, run_dir: Optional[str], wall_s: float, 
         # each worker's resident set before the first checkpoint and its peak while writing it
         "checkpoint_rss_mb_per_worker": [{k: round(v) for k, v in m.items()}
                                          for m in returned.get("checkpoint_rss_mb_per_worker") or []],
-        # each worker's resident set before it built (and sharded) the model, and its peak meanwhile
+        # each worker's resident set before it built (and sharded) the model, its peak meanwhile, and the frozen
+        # weights' share (MB)
         "load_rss_mb_per_worker": [{k: round(v) for k, v in m.items()}
                                    for m in returned.get("load_rss_mb_per_worker") or []],
         "num_workers": cfg.num_workers,
@@ -114,7 +115,7 @@ def _finish_tracking(cfg: RTuneConfig, run_dir: Optional[str], summary: Dict[str
     card = os.path.join(run_dir, "MODEL_CARD.md")
     if best and os.path.isdir(best):
         with open(card, "w") as f:
-            f.write(model_card(to_dict(cfg), ckpt.read_marker(best), "lora" if cfg.peft.method == "lora" else "full"))
+            f.write(model_card(to_dict(cfg), ckpt.read_marker(best), cfg.peft.method if cfg.peft.adapters else "full"))
     files = [os.path.join(run_dir, name) for name in (SUMMARY_FILE, LOSS_PNG, "MODEL_CARD.md")]
     tracking.finish(cfg, run_dir, summary, files, best if best and os.path.isdir(best) else None)
 

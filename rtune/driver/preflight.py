@@ -23,7 +23,7 @@ from rtune.driver.resources import resolve_cpus_per_worker
 from rtune.rewards import Rewards
 from rtune.errors import UserError
 from rtune.fit import check_fit
-from rtune.model import check_lora_targets, load_model_config, max_context
+from rtune.model import check_lora_targets, load_model_config, max_context, require_bitsandbytes
 from rtune.tracking import check_backends
 
 
@@ -42,7 +42,7 @@ def finalize(cfg: RTuneConfig) -> RTuneConfig:
     if cfg.run_name is None:
         cfg.run_name = default_run_name(cfg)
     if cfg.optim.lr is None:
-        cfg.optim.lr = cfg.model.suggested_lora_lr if cfg.peft.method == "lora" else cfg.model.suggested_lr
+        cfg.optim.lr = cfg.model.suggested_lora_lr if cfg.peft.adapters else cfg.model.suggested_lr
     if not is_uri(cfg.storage_path):
         cfg.storage_path = os.path.abspath(os.path.expanduser(cfg.storage_path))
     cfg.data.cache_dir = os.path.abspath(os.path.expanduser(os.environ.get("RTUNE_CACHE_DIR", cfg.data.cache_dir)))
@@ -142,7 +142,9 @@ def model_config_checked(cfg: RTuneConfig):
     """The model's config (no weights), checked against the run's LoRA targets and seq_len: what the fit check
     estimates from."""
     model_config = load_model_config(cfg.model)  # fails fast (one line) when the hub is unreachable
-    if cfg.peft.method == "lora":
+    if cfg.peft.quantized:
+        require_bitsandbytes()
+    if cfg.peft.adapters:
         check_lora_targets(cfg.model, cfg.peft, model_config)
     context = max_context(model_config)
     if context is not None and cfg.data.seq_len > context:

@@ -15,12 +15,14 @@ from typing import Any, Dict
 
 from rtune.config import RTuneConfig
 from rtune.errors import UserError
+from rtune.inference import refuse_qlora_on_vllm
 
 
 def llm_config(cfg: RTuneConfig, model_path: str, name: str, adapters: Dict[str, str], adapter_dir: str
                ) -> Dict[str, Any]:
     """The keyword arguments of ray.serve.llm's LLMConfig for this model (a plain dict: checked without vLLM)."""
     s = cfg.serve
+    refuse_qlora_on_vllm([model_path, *adapters.values()])
     if s.api_key_env:
         raise UserError("serve.backend=vllm serves through ray.serve.llm, which checks no API key: drop "
                         "serve.api_key_env and keep serve.host=127.0.0.1 (put an authenticating gateway in front), or "

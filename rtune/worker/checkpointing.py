@@ -135,7 +135,9 @@ class CheckpointReporter:
         ckpt.write_rank0_files(out_dir, self.tokenizer, trainer_state, to_dict(self.cfg))
         if isinstance(self.reference, PrecomputedReference):  # resume never recomputes them from trained weights
             self.reference.save(out_dir)
-        if self.base_model is not None:  # LoRA on a model built from config: keep the base it adapts
+        if isinstance(self.base_model, str):  # QLoRA: the from-config base's saved files
+            shutil.copytree(self.base_model, os.path.join(out_dir, "base_model"))
+        elif self.base_model is not None:  # LoRA on a model built from config: keep the base it adapts
             module, pristine = self.base_model
             module.save_pretrained(os.path.join(out_dir, "base_model"), state_dict=dict(pristine),
                                    safe_serialization=True)  # a copy: save_pretrained empties the dict

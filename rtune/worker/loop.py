@@ -28,8 +28,8 @@ from rtune.data.ray_engine import localize
 from rtune.data.rows import PackedRows, collate
 from rtune.metrics import METRICS_FILE
 from rtune.model_init import loadable_on_meta
-from rtune.model import (build_model, count_parameters, disable_dropout, fit_embeddings, load_tokenizer_from,
-                         max_context, set_stop_tokens)
+from rtune.model import (build_model, count_parameters, disable_dropout, fit_embeddings, frozen_bytes,
+                         load_tokenizer_from, max_context, set_stop_tokens)
 from rtune.telemetry import RayMetrics
 from rtune.tokens import IGNORE
 from rtune.tracking import Tracker
@@ -46,6 +46,7 @@ from rtune.worker.objectives import SFT, Objective, make_objective, target_token
 from rtune.worker.order import seed_micro_batch
 from rtune.worker.probes import LoadProbe, MemoryProbe
 from rtune.worker.progress import MetricWindow, ProgressLog, flops_per_token, peak_flops
+from rtune.worker.quantized import quantized_base
 from rtune.worker.reference import make_reference
 from rtune.worker.rollouts import PolicyRollouts, PromptView, RolloutSource
 from rtune.worker.strategy import Strategy, make_strategy
@@ -144,9 +145,17 @@ def _resume_state(cfg: RTuneConfig, run_dir: Optional[str]) -> Tuple[Optional[st
 def _build_policy(cfg: RTuneConfig, strategy: Strategy, tokenizer, prepared: PreparedData, objective: Objective,
                   resume_dir: Optional[str]):
     """Build the model (its weights from the checkpoint being resumed), wrap it with the strategy, and return
-    what LoRA on a model built from config must save with every checkpoint: (module, its pristine weights)."""
+    what LoRA on a model built from config must save with every checkpoint: (module, its pristine weights), or
+    under QLoRA the directory of its saved fp32 weights."""
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    lora = cfg.peft.method == "lora"
+    lora = cfg.peft.adapters
+    if cfg.peft.quantized:  # QLoRA: the base loads 4-bit (quantized.py); checkpoints hold the adapter
+        import ray.train
+
+        model, base_dir = quantized_base(cfg, tokenizer, strategy.device, ray.train.get_context().get_local_rank())
+        new_token_ids = fit_embeddings(model, len(tokenizer))
+        _wrap(cfg, strategy, model, tokenizer, prepared, objective, resume_dir, new_token_ids)
+        return base_dir if strategy.rank == 0 else None  # a from-config base's saved files
     # Full weights come straight from the checkpoint; a LoRA run rebuilds its base and loads the adapter.
     with strategy.model_init():
         source = None if lora else resume_dir
@@ -158,23 +167,29 @@ def _build_policy(cfg: RTuneConfig, strategy: Strategy, tokenizer, prepared: Pre
                       "its embeddings, or weights not in safetensors)", flush=True)
             model = build_model(cfg.model, len(tokenizer), tokenizer.eos_token_id, checkpoint_dir=source)
         new_token_ids = fit_embeddings(model, len(tokenizer))  # a chat template's tokens, new to a hub model
+    # LoRA on a model built from config: the base exists nowhere else, so checkpoints carry a copy of its
+    # pristine weights (taken before peft rewrites the modules) for export and generate.
+    base_model, on_meta = None, next(model.parameters()).device.type == "meta"
+    if lora and cfg.model.name_or_path is None and strategy.rank == 0 and not on_meta:
+        base_model = (model, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    _wrap(cfg, strategy, model, tokenizer, prepared, objective, resume_dir, new_token_ids)
+    if lora and cfg.model.name_or_path is None and on_meta:  # the base is frozen: its weights now are pristine
+        pristine = strategy.base_state()
+        base_model = (model, pristine) if strategy.rank == 0 else None
+    return base_model
+
+
+def _wrap(cfg: RTuneConfig, strategy: Strategy, model, tokenizer, prepared: PreparedData, objective: Objective,
+          resume_dir: Optional[str], new_token_ids) -> None:
+    """The built model's run settings, then LoRA (+ the adapter being resumed), DDP (prepare_model) / FSDP2 /
+    DeepSpeed, optimizer and schedule."""
     set_stop_tokens(model, tokenizer, prepared.end_of_turn)
     if objective.deterministic_forward:
         disable_dropout(model)
     if cfg.trainer.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
-    # LoRA on a model built from config: the base exists nowhere else, so checkpoints carry a copy of its
-    # pristine weights (taken before peft rewrites the modules) for export and generate.
-    base_model, on_meta = None, next(model.parameters()).device.type == "meta"
-    if lora and cfg.model.name_or_path is None and strategy.rank == 0 and not on_meta:
-        base_model = (model, {k: v.detach().clone() for k, v in model.state_dict().items()})
-    # LoRA (+ the adapter being resumed), then DDP (prepare_model) / FSDP2 / DeepSpeed, optimizer, schedule
-    strategy.setup(model, adapter_dir=resume_dir if lora else None, new_token_ids=new_token_ids)
-    if lora and cfg.model.name_or_path is None and on_meta:  # the base is frozen: its weights now are pristine
-        pristine = strategy.base_state()
-        base_model = (model, pristine) if strategy.rank == 0 else None
-    return base_model
+    strategy.setup(model, adapter_dir=resume_dir if cfg.peft.adapters else None, new_token_ids=new_token_ids)
 
 
 def _reference(cfg: RTuneConfig, strategy: Strategy, tokenizer, prepared: PreparedData, splits, resume_dir,
@@ -257,6 +272,7 @@ def train_loop_per_worker(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     load = LoadProbe()  # what building and sharding the model costs this worker (sharded loading: a shard)
     base_model = _build_policy(cfg, strategy, tokenizer, prepared, objective, resume_dir)
     load.done()
+    load.mb["frozen"] = frozen_bytes(strategy.raw) / 2 ** 20  # the base's share of it (LoRA, QLoRA: its dtype)
     trainable, total = count_parameters(strategy.raw)
     step = 0
     if state is not None:

@@ -99,7 +99,7 @@ def make_reference(cfg, strategy, prepared, datasets: Dict[str, object], resume_
     build_initial: builds the initial model again (for `live`). Precomputed tables come from the checkpoint
     being resumed, else the cache, else a pass of the policy, which before step 1 *is* the initial model.
     """
-    if cfg.peft.method == "lora":
+    if cfg.peft.adapters:
         return AdapterReference(strategy.model, strategy.raw, autocast)
     if cfg.objective.reference == "live" or cfg.objective.name == "grpo":  # GRPO's completions are new every step
         return LiveReference(strategy.reference_module(build_initial()), autocast)

@@ -87,7 +87,7 @@ class Strategy:
     def __init__(self, cfg: RTuneConfig, rank: int, world_size: int, device: torch.device, grad_accum_steps: int):
         self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, device
         self.grad_accum_steps = grad_accum_steps  # micro-batches per rank per step (DeepSpeed's config needs it)
-        self.lora = cfg.peft.method == "lora"
+        self.lora = cfg.peft.adapters
         self.model = None  # what the loop calls forward on: the wrapped TokenLogprobs
         self.raw = None  # the HF (or peft) model underneath any wrapper
         self._staging: Dict[str, Dict[tuple, torch.Tensor]] = {}  # CPU buffers background checkpoints reuse
