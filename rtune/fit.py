@@ -46,6 +46,7 @@ RUNTIME_GB = {"cpu": 0.55, "cuda": 1.0}  # process baseline: CPU measured here (
 LOGITS_CHUNK_COPIES = 3  # a chunk's logits, their log-softmax and their gradient exist at once
 # NF4 with double quantization: 4 bits a weight, an 8-bit scale per 64-weight block, an fp32 scale per 256 blocks
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
+MMAP_THRESHOLD_MAX = 32 * 2 ** 20  # glibc, 64-bit: allocations above it are always mmapped
 TIGHT = 0.8  # above this share of the budget the run log warns: measured peaks ran up to ~25% above estimates
 
 
@@ -61,6 +62,7 @@ class Shape:
     lora_params: int  # adapter parameters for the run's LoRA targets (0 without LoRA)
     linear_params: int  # weights of the linear layers but the output head: what QLoRA quantizes
     largest_linear_params: int  # the largest of those weights (dequantized whole for each 4-bit matmul)
+    param_numels: Tuple[int, ...]  # every parameter's size (tied ones once): which of them glibc keeps
     layer_bytes_per_token: float  # fp32 activations backward keeps per token and layer (traced, see below)
     square_bytes_per_layer: float  # attention-score-sized tensors per layer for TRACE_TOKENS (eager attention)
     other_bytes_per_token: float  # activations outside the layers (embeddings, final norm)
@@ -168,8 +170,14 @@ def model_shape(cfg: RTuneConfig, model_config) -> Shape:
     one, one_square = _trace_saved_bytes(cfg, model_config, 1, gradient_checkpointing=False)
     two, two_square = _trace_saved_bytes(cfg, model_config, 2, gradient_checkpointing=False)
     return Shape(params, layers, hidden, c.vocab_size, largest, lora, sum(linear), max(linear, default=0),
-                 layer_bytes_per_token=two - one,
+                 tuple(numels), layer_bytes_per_token=two - one,
                  square_bytes_per_layer=two_square - one_square, other_bytes_per_token=max(2 * one - two, 0.0))
+
+
+def heap_kept(shape: Shape, bytes_per_param: float) -> float:
+    """What glibc keeps of tensors allocated whole and freed again, once per step: those up to its largest mmap
+    threshold live on the heap, which it rarely gives back; larger ones are mapped and unmapped (returned)."""
+    return bytes_per_param * sum(k for k in shape.param_numels if k * bytes_per_param <= MMAP_THRESHOLD_MAX)
 
 
 def estimate(cfg: RTuneConfig, shape: Shape, device: str) -> Estimate:
@@ -190,10 +198,11 @@ def estimate(cfg: RTuneConfig, shape: Shape, device: str) -> Estimate:
         compute = 2.0 if t.precision == "bf16" else 4.0
         weights = notes.setdefault("the 4-bit base, whole on every rank (DDP)", NF4_BYTES * shape.linear_params
                                    + compute * (n - shape.linear_params) + compute * shape.largest_linear_params)
-    if s.name == "fsdp" and s.fsdp_load == "whole":  # the whole build before fully_shard stays reserved
-        weights += 4.0 * n
-    if s.name == "fsdp" and device == "cpu":  # glibc keeps the freed all-gathered blocks of each step (measured)
-        weights += notes.setdefault("glibc keeps each step's gathered FSDP blocks (CPU)", base * n)
+    if s.name == "fsdp" and s.fsdp_load == "whole" and device == "cuda":  # the caching allocator keeps the whole
+        weights += 4.0 * n  # build's blocks reserved (on a CPU they go back to glibc, which the term below counts)
+    if s.name == "fsdp" and device == "cpu":  # each step gathers every tensor whole and frees it: glibc keeps the
+        # small ones on its heap (measured: 1B model, the whole excess over the shards; 104M, all of it)
+        weights += notes.setdefault("glibc keeps each step's gathered FSDP tensors (CPU)", heap_kept(shape, base))
     if s.name == "deepspeed" and s.zero_stage < 3:  # initialize() flattens the weights into one new buffer
         weights += 4.0 * n
     if s.name == "deepspeed" and s.zero_stage == 3:  # a flat partition copy, and up to

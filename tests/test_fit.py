@@ -178,3 +178,14 @@ def test_the_frozen_base_is_cast_to_bf16_where_asked():
         assert {p.dtype for p in s.raw.parameters() if not p.requires_grad} == {frozen}, overrides
         assert {p.dtype for p in s.raw.parameters() if p.requires_grad} == {torch.float32}
 
+
+def test_glibc_keeps_only_the_gathered_tensors_below_its_mmap_threshold():
+    """FSDP2 on a CPU gathers every tensor whole each step and frees it: glibc's heap keeps those up to 32 MiB
+    (measured: the 1B model's training peak over its shards); larger ones are unmapped when freed."""
+    from dataclasses import replace
+
+    from rtune.fit import heap_kept
+
+    shape = replace(_estimate()[0], param_numels=(10, 8 * 2 ** 20, 9 * 2 ** 20))  # 32 MiB and 36 MiB in fp32
+    assert heap_kept(shape, 4.0) == 4 * (10 + 8 * 2 ** 20)
+    assert heap_kept(shape, 2.0) == 2 * (10 + 17 * 2 ** 20)  # in bf16 both fit under the threshold
