@@ -63,6 +63,7 @@ class Shape:
     linear_params: int  # weights of the linear layers but the output head: what QLoRA quantizes
     largest_linear_params: int  # the largest of those weights (dequantized whole for each 4-bit matmul)
     param_numels: Tuple[int, ...]  # every parameter's size (tied ones once): which of them glibc keeps
+    linear_numels: Tuple[int, ...]  # each linear weight's size (what QLoRA dequantizes for every matmul)
     layer_bytes_per_token: float  # fp32 activations backward keeps per token and layer (traced, see below)
     square_bytes_per_layer: float  # attention-score-sized tensors per layer for TRACE_TOKENS (eager attention)
     other_bytes_per_token: float  # activations outside the layers (embeddings, final norm)
@@ -170,14 +171,14 @@ def model_shape(cfg: RTuneConfig, model_config) -> Shape:
     one, one_square = _trace_saved_bytes(cfg, model_config, 1, gradient_checkpointing=False)
     two, two_square = _trace_saved_bytes(cfg, model_config, 2, gradient_checkpointing=False)
     return Shape(params, layers, hidden, c.vocab_size, largest, lora, sum(linear), max(linear, default=0),
-                 tuple(numels), layer_bytes_per_token=two - one,
+                 tuple(numels), tuple(linear), layer_bytes_per_token=two - one,
                  square_bytes_per_layer=two_square - one_square, other_bytes_per_token=max(2 * one - two, 0.0))
 
 
-def heap_kept(shape: Shape, bytes_per_param: float) -> float:
+def heap_kept(numels: Tuple[int, ...], bytes_per_param: float) -> float:
     """What glibc keeps of tensors allocated whole and freed again, once per step: those up to its largest mmap
     threshold live on the heap, which it rarely gives back; larger ones are mapped and unmapped (returned)."""
-    return bytes_per_param * sum(k for k in shape.param_numels if k * bytes_per_param <= MMAP_THRESHOLD_MAX)
+    return bytes_per_param * sum(k for k in numels if k * bytes_per_param <= MMAP_THRESHOLD_MAX)
 
 
 def estimate(cfg: RTuneConfig, shape: Shape, device: str) -> Estimate:
@@ -196,18 +197,28 @@ def estimate(cfg: RTuneConfig, shape: Shape, device: str) -> Estimate:
     if cfg.peft.quantized:  # NF4 linear weights (4 bits, double-quantized block scales), the rest in the compute
         # dtype, and one weight dequantized at a time for its matmul
         compute = 2.0 if t.precision == "bf16" else 4.0
-        weights = notes.setdefault("the 4-bit base, whole on every rank (DDP)", NF4_BYTES * shape.linear_params
-                                   + compute * (n - shape.linear_params) + compute * shape.largest_linear_params)
+        weights = quantized_base = notes.setdefault(
+            "the 4-bit base, whole on every rank (DDP)", NF4_BYTES * shape.linear_params
+            + compute * (n - shape.linear_params) + compute * shape.largest_linear_params)
+        if device == "cpu":  # each matmul's dequantized weight is a new tensor: glibc keeps about half of them
+            # (measured, 1B model, bf16 compute: 0.9 GB of the 1.9 GB they come to)
+            weights += notes.setdefault("glibc keeps dequantized 4-bit weights (CPU)",
+                                        0.5 * heap_kept(shape.linear_numels, compute))
     if s.name == "fsdp" and s.fsdp_load == "whole" and device == "cuda":  # the caching allocator keeps the whole
         weights += 4.0 * n  # build's blocks reserved (on a CPU they go back to glibc, which the term below counts)
     if s.name == "fsdp" and device == "cpu":  # each step gathers every tensor whole and frees it: glibc keeps the
         # small ones on its heap (measured: 1B model, the whole excess over the shards; 104M, all of it)
-        weights += notes.setdefault("glibc keeps each step's gathered FSDP tensors (CPU)", heap_kept(shape, base))
+        weights += notes.setdefault("glibc keeps each step's gathered FSDP tensors (CPU)",
+                                    heap_kept(shape.param_numels, base))
     if s.name == "deepspeed" and s.zero_stage < 3:  # initialize() flattens the weights into one new buffer
         weights += 4.0 * n
     if s.name == "deepspeed" and s.zero_stage == 3:  # a flat partition copy, and up to
         # stage3_max_live_parameters (DeepSpeed's default 1e9) gathered parameters kept between uses
         weights += 4.0 * n / ws + 4.0 * min(n, 1e9)
+    if lora and device == "cpu" and t.precision == "bf16" and not bf16_base(cfg) and not cfg.peft.quantized \
+            and s.name != "deepspeed":  # autocast casts each fp32 frozen weight to bf16 at every matmul, a new
+        # tensor each time: glibc keeps those under its mmap threshold (measured: 1B model, 2.0 GB of 2.0 GB)
+        weights += notes.setdefault("glibc keeps bf16 casts of the fp32 base (CPU)", heap_kept(shape.param_numels, 2.0))
     if lora:
         weights += 4.0 * shape.lora_params
         if cfg.model.name_or_path is None and device == "cpu" and not cfg.peft.quantized:
@@ -217,9 +228,10 @@ def estimate(cfg: RTuneConfig, shape: Shape, device: str) -> Estimate:
             weights += notes.setdefault(key, (base if s.name == "fsdp" else 4.0) * n)
     # Loading: FSDP2 gives each rank its slices of a meta-device build (one module's tensors whole at a time);
     # ZeRO-3 builds partitioned; the others build the whole model in fp32 on every rank first.
-    if cfg.peft.quantized:  # quantized tensor by tensor as it loads; a from-config base is first saved a file at
-        # a time (model_init.save_initialised), its peak gone before the load
-        loading = weights + 4.0 * shape.largest_block_params
+    if cfg.peft.quantized:  # quantized tensor by tensor as it loads (transformers maps the files: their pages are
+        # page cache the kernel takes back, not counted); a from-config base is first saved a file at a time
+        # (model_init.save_initialised), its peak gone before the load
+        loading = quantized_base + 4.0 * shape.largest_block_params
         if cfg.model.name_or_path is None:
             from rtune.model_init import SAVE_SHARD_BYTES  # what it holds at most besides one block
 

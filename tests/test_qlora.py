@@ -1,7 +1,8 @@
 """QLoRA (peft=qlora): LoRA on every linear layer over a frozen base quantized to 4-bit NF4 by bitsandbytes, on the
 CPU. Two real Ray workers under DDP: loss falls, a killed worker's run resumes to the same adapter as an uninterrupted
 one, the checkpoint's adapter on the NF4-valued base reproduces the workers' eval loss (and on the unquantized base
-does not), and the export loads with from_pretrained. The fit check's QLoRA terms, and the combinations it refuses (tests/test_fit.py: QLoRA is the change a 7B model on this box needs)."""
+does not), and the export loads with from_pretrained. The fit check's QLoRA terms, and the combinations it refuses
+(tests/test_fit.py: QLoRA is the change a 7B model on this box needs)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ def test_the_fit_check_counts_a_4bit_base():
     assert frozen_bf16 == pytest.approx(2 * n)
     assert qlora.parts["weights"] == pytest.approx(NF4_BYTES * linear + 2 * (n - linear)
                                                    + 2 * shape.largest_linear_params + 4 * shape.lora_params)
+    assert sum(shape.linear_numels) == linear and max(shape.linear_numels) == shape.largest_linear_params
     # a 7B-shaped base: the 4-bit one under 0.3x of the bf16 one (embeddings and head stay in bf16)
     big, big_bf16 = _estimate("peft=lora", "trainer.precision=bf16", **MISTRAL_7B)
     _, big_qlora = _estimate("peft=qlora", "trainer.precision=bf16", **MISTRAL_7B)
