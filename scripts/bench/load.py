@@ -59,32 +59,45 @@ def build(out: str, layers: int) -> str:
     return path
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc: str, default_out: str):
+    """(the parsed arguments, whether this is a quick look) for a benchmark over the 1B model."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--layers", type=int, default=SHAPE["num_hidden_layers"], help="fewer: a quick look")
-    parser.add_argument("--out", default=os.path.join(BENCHMARKS, "load.json"))
+    parser.add_argument("--out", default=os.path.join(BENCHMARKS, default_out))
     args = parser.parse_args()
-    quick = args.layers != SHAPE["num_hidden_layers"]
+    return args, args.layers != SHAPE["num_hidden_layers"]
+
+
+def measure(runs: dict, common: list, layers: int):
+    """Each run (name -> overrides, after `common`) on the model directory, one after another on a local Ray: yields
+    (name, summary, the fit check's estimate for the same config, the model directory)."""
     os.environ.setdefault("RTUNE_WORKER_LOGS", "0")
     from rtune.compose import compose_config
     from rtune.driver.cluster import init_local_ray
     from rtune.driver.launch import train
     from rtune.driver.preflight import model_config_checked
-    from rtune.fit import GB, assess
+    from rtune.fit import assess
 
     work = tempfile.mkdtemp(prefix="rtune-bench-load-")
-    model = build(work, args.layers)
+    model = build(work, layers)
     init_local_ray(num_cpus=os.cpu_count() or 2)
-    rows = []
-    for name, extra in RUNS.items():
-        cfg = compose_config([f"model.name_or_path={model}", "peft=lora", "strategy=fsdp", "num_workers=2",
-                              "data.seq_len=64", "trainer.micro_batch_size=1", "trainer.max_steps=2",
-                              "trainer.eval_every_steps=2", "trainer.eval_max_batches=1",
-                              "trainer.checkpoint_every_steps=2", "trainer.log_every_steps=1",
-                              "trainer.skip_fit_check=true", f"storage_path={work}", f"run_name=load-{len(rows)}", *extra])
+    for i, (name, extra) in enumerate(runs.items()):
+        cfg = compose_config([f"model.name_or_path={model}", *common, "trainer.skip_fit_check=true",
+                              f"storage_path={work}", f"run_name=run-{i}", *extra])
         summary = train(cfg)
+        yield name, summary, assess(cfg, model_config_checked(cfg), local_cluster=True).estimate, model
+
+
+def main() -> None:
+    from rtune.fit import GB
+
+    args, quick = arguments(__doc__, "load.json")
+    common = ["peft=lora", "strategy=fsdp", "num_workers=2", "data.seq_len=64", "trainer.micro_batch_size=1",
+              "trainer.max_steps=2", "trainer.eval_every_steps=2", "trainer.eval_max_batches=1",
+              "trainer.checkpoint_every_steps=2", "trainer.log_every_steps=1"]
+    rows = []
+    for name, summary, estimate, _ in measure(RUNS, common, args.layers):
         fp32_mb = 4 * summary["total_params"] / 2 ** 20
-        estimate = assess(cfg, model_config_checked(cfg), local_cluster=True).estimate
         load = summary["load_rss_mb_per_worker"]
         rows.append({
             "run": name, "params": summary["total_params"], "model_fp32_mb": round(fp32_mb),
@@ -108,32 +121,43 @@ def main() -> None:
     plot(report, os.path.splitext(destination(path, quick))[0] + ".png")
 
 
-def plot(report: dict, out_png: str) -> None:
+def bar_chart(rows: list, series: list, title: str, out_png: str, decorate=None) -> None:
+    """Grouped bars, GB per rank: one group a run, one bar a (label, MB values) series."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = report["rows"]
     fig, ax = plt.subplots(figsize=(8, 4), dpi=110)
     xs = range(len(rows))
-    width = 0.2
-    series = [("load: growth (max rank)", [max(r["load_growth_mb_per_rank"]) for r in rows]),
-              ("training: peak (max rank)", [max(r["train_peak_mb_per_rank"]) for r in rows]),
-              ("fit check: training estimate", [r["estimate_training_mb"] for r in rows])]
+    width = 0.8 / (len(series) + 1)
+    offset = (len(series) - 1) / 2
     for i, (label, values) in enumerate(series):
-        ax.bar([x + (i - 1) * width for x in xs], [v / 1024 for v in values], width, label=label)
-    fp32 = rows[0]["model_fp32_mb"] / 1024
-    ax.axhline(fp32, color="k", ls="--", lw=1, label=f"the model in fp32 ({fp32:.1f} GB)")
-    ax.axhline(0.6 * fp32, color="g", ls=":", lw=1, label="target for load: 0.6x")
+        ax.bar([x + (i - offset) * width for x in xs], [v / 1024 for v in values], width, label=label)
+    if decorate:
+        decorate(ax, [x - offset * width for x in xs])
     ax.set_xticks(list(xs), [r["run"] for r in rows])
     ax.set_ylabel("GB per rank")
     ax.legend(fontsize=7)
-    ax.set_title(f"FSDP2 + LoRA, {rows[0]['params'] / 1e9:.2f}B parameters, 2 workers, "
-                 f"{report['machine']['cores']}-core CPU", fontsize=9)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(out_png)
     plt.close(fig)
+
+
+def plot(report: dict, out_png: str) -> None:
+    rows = report["rows"]
+    fp32 = rows[0]["model_fp32_mb"] / 1024
+
+    def targets(ax, _):
+        ax.axhline(fp32, color="k", ls="--", lw=1, label=f"the model in fp32 ({fp32:.1f} GB)")
+        ax.axhline(0.6 * fp32, color="g", ls=":", lw=1, label="target for load: 0.6x")
+
+    bar_chart(rows, [("load: growth (max rank)", [max(r["load_growth_mb_per_rank"]) for r in rows]),
+                     ("training: peak (max rank)", [max(r["train_peak_mb_per_rank"]) for r in rows]),
+                     ("fit check: training estimate", [r["estimate_training_mb"] for r in rows])],
+              f"FSDP2 + LoRA, {rows[0]['params'] / 1e9:.2f}B parameters, 2 workers, "
+              f"{report['machine']['cores']}-core CPU", out_png, targets)
 
 
 if __name__ == "__main__":
