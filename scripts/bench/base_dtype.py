@@ -13,10 +13,10 @@ Measured per rank (summary.json): the frozen weights' bytes as the worker holds 
 quantization state), the resident set's peak while the model loads, and its peak while training (to the first
 checkpoint). The resident peak while loading counts the pages of safetensors files that transformers maps (page cache
 the kernel takes back under pressure), so the same load is also run alone in one process that samples its resident
-set by kind (`load_alone_peak_mb`: anonymous memory, file pages). Beside them: the fit check's estimates for the same config. Targets (the issue): QLoRA's base <= 0.3x
-the bf16 base; estimates within 25% of the measured peaks.
+set by kind (`load_alone_peak_mb`: anonymous memory, file pages). Beside them: the fit check's estimates for the
+same config. Targets (the issue): QLoRA's base <= 0.3x the bf16 base; estimates within 25% of the measured peaks.
 
-    python scripts/bench/base_dtype.py     # results/benchmarks/base_dtype.json + base_dtype.png (~10 min, 2 cores)
+    python scripts/bench/base_dtype.py     # results/benchmarks/base_dtype.json + base_dtype.png (~20 min, 2 cores)
 """
 
 from __future__ import annotations
