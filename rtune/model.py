@@ -203,7 +203,7 @@ def load_quantized(source: str, compute_dtype, device, revision: Optional[str] =
     try:
         return AutoModelForCausalLM.from_pretrained(
             source, quantization_config=nf4_config(compute_dtype), dtype=compute_dtype, revision=revision,
-            device_map={"": device.index if device.type == "cuda" else device.type},
+            device_map={"": (device.index or 0) if device.type == "cuda" else device.type},
             trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError) as err:
         raise hub_error("model", source, err) from None
