@@ -148,8 +148,8 @@ def _qlora_rules(cfg: RTuneConfig) -> None:
         return
     if cfg.strategy.name != "ddp":
         raise UserError(f"peft=qlora runs under strategy=ddp, not strategy={cfg.strategy.name}: rtune's sharded "
-                        "loading and checkpoints are not built for bitsandbytes' 4-bit weights yet; each DDP rank holds "
-                        "the whole 4-bit base (~0.5 bytes a parameter), so use strategy=ddp, or peft=lora "
+                        "loading and checkpoints are not built for bitsandbytes' 4-bit weights yet; each DDP rank "
+                        "holds the whole 4-bit base (~0.5 bytes a parameter), so use strategy=ddp, or peft=lora "
                         "peft.base_dtype=bf16 with strategy=fsdp")
     if cfg.peft.base_dtype != "auto":
         raise UserError("peft.base_dtype does not apply to peft=qlora: its base is 4-bit NF4, its other frozen "
